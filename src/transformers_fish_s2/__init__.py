@@ -1,0 +1,1 @@
+"""Fish Audio S2 text-to-speech for Hugging Face transformers."""

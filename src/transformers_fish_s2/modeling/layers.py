@@ -1,0 +1,77 @@
+"""Building blocks shared by the Dual-AR transformers and the codec's window transformers.
+
+They reproduce the reference numerics (SPEC §2.3, §9): RMSNorm normalises in fp32 and casts back
+*before* the weight multiply; RoPE rotates interleaved pairs ``(x[2j], x[2j+1])`` in fp32 with a
+cos/sin table that was rounded to bf16. cos/sin are computed from positions on demand, so no
+32k-position table is ever materialised.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FishS2RMSNorm(nn.Module):
+    """RMSNorm in the reference cast order: ``(x_f32 * rsqrt(mean(x_f32²) + eps)).to(x.dtype) * weight``."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_f32 = x.float()
+        normed = x_f32 * torch.rsqrt(x_f32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, eps={self.eps}"
+
+
+def rope_inverse_frequencies(head_dim: int, base: float, device: torch.device | None = None) -> torch.Tensor:
+    """``1 / base^(2j/head_dim)`` for j < head_dim/2, in fp32 (the reference's expression)."""
+    exponents = torch.arange(0, head_dim, 2, device=device)[: head_dim // 2].float() / head_dim
+    return 1.0 / (base**exponents)
+
+
+def rope_cos_sin(
+    positions: torch.Tensor, inv_freq: torch.Tensor, table_dtype: torch.dtype = torch.bfloat16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin for integer ``positions [..., T]`` → two ``[..., T, head_dim/2]`` fp32 tensors.
+
+    The angle is computed in fp32 exactly like the reference table row for that position, then
+    rounded to ``table_dtype`` (bf16 in the reference: SGLang saw garbled audio with an fp32 table)
+    and returned as fp32 so the rotation itself runs in fp32.
+    """
+    angles = positions.to(torch.float32).unsqueeze(-1) * inv_freq.to(positions.device)
+    cis = torch.polar(torch.ones_like(angles), angles)
+    return cis.real.to(table_dtype).float(), cis.imag.to(table_dtype).float()
+
+
+def apply_interleaved_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of ``x [B, H, T, D]`` by ``cos/sin [B, T, D/2]`` (or ``[T, D/2]``).
+
+    Math in fp32, one rounding back to ``x.dtype`` at the end.
+    """
+    if cos.dim() == 2:
+        cos, sin = cos[None], sin[None]
+    cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+    pairs = x.float().unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+class FishS2FeedForward(nn.Module):
+    """SwiGLU feed-forward ``w2(silu(w1 x) * w3 x)`` (w1 = gate, w3 = up, w2 = down; no biases)."""
+
+    def __init__(self, dim: int, intermediate_size: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, intermediate_size, bias=False)
+        self.w3 = nn.Linear(dim, intermediate_size, bias=False)
+        self.w2 = nn.Linear(intermediate_size, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
