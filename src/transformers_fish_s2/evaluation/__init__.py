@@ -1,0 +1,37 @@
+"""Measure generated speech the way the S2 report does (Seed-TTS-eval): WER/CER and speaker similarity.
+
+Plain functions (``error_rates``, ``speaker_similarity``), ``evaluate`` modules shipped in the package
+(``evaluate.load(metric_path("seed_tts_wer"))``, ``metric_path("speaker_similarity")``; they load
+offline), and a runner over a Seed-TTS meta list (``python -m transformers_fish_s2.evaluation``).
+"""
+
+from pathlib import Path
+
+from .speaker_similarity import SpeakerEmbedder, SpeakerSimilarity, speaker_similarity
+from .text_normalization import normalize_for_error_rate, remove_punctuation, unit_for_language
+from .wer import ErrorRates, UtteranceErrors, error_rates, utterance_errors
+
+METRICS = ("seed_tts_wer", "speaker_similarity")
+
+
+def metric_path(name: str) -> str:
+    """Local path of a shipped ``evaluate`` module, for ``evaluate.load(metric_path(name))`` offline."""
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; shipped metrics are {', '.join(METRICS)}")
+    return str(Path(__file__).parent / "metrics" / name / f"{name}.py")
+
+
+__all__ = [
+    "METRICS",
+    "ErrorRates",
+    "SpeakerEmbedder",
+    "SpeakerSimilarity",
+    "UtteranceErrors",
+    "error_rates",
+    "metric_path",
+    "normalize_for_error_rate",
+    "remove_punctuation",
+    "speaker_similarity",
+    "unit_for_language",
+    "utterance_errors",
+]
