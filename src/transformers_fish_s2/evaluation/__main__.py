@@ -1,0 +1,5 @@
+"""``python -m transformers_fish_s2.evaluation``: the Seed-TTS-eval style runner."""
+
+from .runner import main
+
+raise SystemExit(main())

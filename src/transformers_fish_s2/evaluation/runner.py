@@ -1,0 +1,449 @@
+"""Seed-TTS-eval style runner: synthesise a meta list with voice cloning, transcribe, score, report.
+
+Output folder layout (a rerun with the same folder resumes: finished utterances are not synthesised
+again, and their timings are kept):
+
+    wavs/<name>.wav     generated speech (written atomically, so a killed run leaves no half file)
+    synthesis.jsonl     one line per synthesised utterance: audio seconds, synthesis seconds, frames
+    results.json        settings, aggregates and per-utterance rows
+    report.md           the same for humans, with a ``model-index`` snippet for a model card
+
+``python -m transformers_fish_s2.evaluation --help`` (and ``fish-s2 eval``) run it from the shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .meta import MetaEntry, read_meta
+from .report import write_report
+from .speaker_similarity import SpeakerEmbedder, speaker_similarity
+from .wer import error_rates
+
+WAV_DIR = "wavs"
+SYNTHESIS_LOG = "synthesis.jsonl"
+FRAMES_PER_SECOND = 44100 / 2048
+
+
+def _output_wav(output_dir: Path, entry: MetaEntry) -> Path:
+    return output_dir / WAV_DIR / f"{entry.name}.wav"
+
+
+def read_synthesis_log(output_dir: str | Path) -> dict[str, dict]:
+    """The timing rows of earlier runs, by utterance name (the last row wins)."""
+    path = Path(output_dir) / SYNTHESIS_LOG
+    rows: dict[str, dict] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[row["name"]] = row
+    return rows
+
+
+def synthesize(
+    model,
+    processor,
+    entries: Sequence[MetaEntry],
+    output_dir: str | Path,
+    *,
+    batch_size: int = 1,
+    generation_kwargs: dict | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Generate every entry whose wav is not on disk yet; returns the names synthesised now.
+
+    Each batch is seeded with ``seed`` + the index of its first entry, so an uninterrupted run is
+    reproducible; a resumed run batches the remaining entries differently and may sample differently.
+    """
+    from ..processing.audio import save_audio
+
+    output_dir = Path(output_dir)
+    (output_dir / WAV_DIR).mkdir(parents=True, exist_ok=True)
+    indexed = [(i, e) for i, e in enumerate(entries) if not _output_wav(output_dir, e).is_file()]
+    if indexed and (model is None or processor is None):
+        raise ValueError(
+            f"{len(indexed)} utterances have no audio in {output_dir / WAV_DIR} and no model was given"
+        )
+    generation_kwargs = dict(generation_kwargs or {})
+    done: list[str] = []
+    with open(output_dir / SYNTHESIS_LOG, "a", encoding="utf-8") as log:
+        for start in range(0, len(indexed), batch_size):
+            batch = indexed[start : start + batch_size]
+            torch.manual_seed(seed + batch[0][0])
+            began = time.perf_counter()
+            inputs = processor(
+                [entry.target_text for _, entry in batch],
+                references=[
+                    [{"text": entry.prompt_text, "audio": str(entry.prompt_wav)}] for _, entry in batch
+                ],
+                return_tensors="pt",
+            ).to(model.device)
+            with torch.inference_mode():
+                output = model.generate(**inputs, **generation_kwargs)
+            audios = processor.batch_decode(output.sequences, output.lengths)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize(model.device)
+            elapsed = time.perf_counter() - began
+            seconds = [len(audio) / processor.sampling_rate for audio in audios]
+            for (_, entry), audio, audio_seconds, frames in zip(
+                batch, audios, seconds, output.lengths.tolist()
+            ):
+                path = _output_wav(output_dir, entry)
+                partial = path.with_name(f".{path.stem}.partial.wav")
+                save_audio(audio, partial, processor.sampling_rate)
+                os.replace(partial, path)
+                row = {
+                    "name": entry.name,
+                    "audio_seconds": audio_seconds,
+                    # the batch's wall time shared in proportion to audio length: every row has the batch RTF
+                    "synthesis_seconds": elapsed * audio_seconds / max(sum(seconds), 1e-9),
+                    "frames": int(frames),
+                    "batch_size": len(batch),
+                }
+                log.write(json.dumps(row, ensure_ascii=False) + "\n")
+                done.append(entry.name)
+            log.flush()
+            if progress is not None:
+                progress(f"synthesised {start + len(batch)}/{len(indexed)} ({elapsed:.1f} s for this batch)")
+    return done
+
+
+def load_asr(asr: str | Callable, device: str | torch.device | None = None) -> Callable:
+    """An ASR callable: a transformers ``automatic-speech-recognition`` pipeline built from a model name
+    or path, or the object given (anything that maps a list of ``{"raw", "sampling_rate"}`` dicts to a
+    list of ``{"text": ...}`` dicts, e.g. a wrapper around FunASR Paraformer for Chinese)."""
+    if isinstance(asr, (str, os.PathLike)):
+        from transformers import pipeline
+
+        try:
+            return pipeline("automatic-speech-recognition", model=str(asr), device=device)
+        except OSError as error:
+            raise OSError(
+                f"could not load the ASR model {str(asr)!r} (is it downloaded, or are you offline with "
+                f"HF_HUB_OFFLINE=1?): {error}"
+            ) from error
+    if not callable(asr):
+        raise TypeError(f"asr must be a model name/path or a callable ASR pipeline, got {type(asr).__name__}")
+    return asr
+
+
+def _asr_name(asr: Callable) -> str:
+    model = getattr(asr, "model", None)
+    return (
+        getattr(asr, "name", None)
+        or getattr(model, "name_or_path", None)
+        or getattr(asr, "__name__", None)
+        or type(model if model is not None else asr).__name__
+    )
+
+
+def _asr_sampling_rate(asr: Callable) -> int:
+    """The rate the ASR wants: its feature extractor's (pipelines), its own ``sampling_rate``, or 16 kHz."""
+    rate = getattr(getattr(asr, "feature_extractor", None), "sampling_rate", None)
+    return int(rate or getattr(asr, "sampling_rate", None) or 16000)
+
+
+def transcribe(asr: Callable, waveforms: Sequence[np.ndarray], sampling_rate: int, **asr_kwargs) -> list[str]:
+    """Transcripts of mono float32 waveforms, resampled here (with soxr) to the ASR's rate: the
+    transformers pipeline's own resampler needs torchaudio."""
+    from ..processing.audio import resample
+
+    rate = _asr_sampling_rate(asr)
+    inputs = [
+        {"raw": resample(waveform, sampling_rate, rate), "sampling_rate": rate} for waveform in waveforms
+    ]
+    outputs = asr(inputs, **asr_kwargs)
+    if len(outputs) != len(inputs):
+        raise ValueError(f"the ASR returned {len(outputs)} results for {len(inputs)} inputs")
+    return [(out["text"] if isinstance(out, dict) else str(out)).strip() for out in outputs]
+
+
+def _settings(model, generation_kwargs: dict, batch_size: int, seed: int) -> dict:
+    config = getattr(model, "generation_config", None)
+    settings = config.to_diff_dict() if config is not None else {}
+    settings = {
+        key: value
+        for key, value in settings.items()
+        if not key.startswith("_") and key != "transformers_version"
+    }
+    settings.update(generation_kwargs)
+    return json.loads(json.dumps({**settings, "batch_size": batch_size, "seed": seed}, default=str))
+
+
+def run_evaluation(
+    model,
+    processor,
+    meta: str | Path | Sequence[MetaEntry],
+    output_dir: str | Path,
+    *,
+    asr: str | Callable,
+    speaker_embedder: SpeakerEmbedder | str | None = None,
+    lang: str = "en",
+    batch_size: int = 1,
+    generation_kwargs: dict | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    asr_batch_size: int = 8,
+    asr_kwargs: dict | None = None,
+    model_name: str | None = None,
+    dataset_name: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Synthesise (resuming), transcribe, score WER/CER (+ SIM if an embedder is given) and write the
+    report into ``output_dir``. Returns the report dict that ``results.json`` holds.
+
+    ``model``/``processor``: a ``FishS2ForConditionalGeneration`` and its ``FishS2Processor`` (may be
+    ``None`` when every output is already on disk). ``asr``: a model name/path for
+    ``pipeline("automatic-speech-recognition")`` or a callable (see :func:`load_asr`).
+    ``speaker_embedder``: a :class:`SpeakerEmbedder` or an x-vector model name/path; ``None`` skips SIM.
+    """
+    for name, value in (("batch_size", batch_size), ("asr_batch_size", asr_batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    meta_name = "/".join(Path(meta).parts[-2:]) if isinstance(meta, (str, os.PathLike)) else "custom list"
+    entries = read_meta(meta) if isinstance(meta, (str, os.PathLike)) else list(meta)
+    entries = entries[:limit] if limit is not None else entries
+    missing = [str(e.prompt_wav) for e in entries if not e.prompt_wav.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} prompt wav(s) not found, first: {missing[0]!r}")
+    output_dir = Path(output_dir)
+    generation_kwargs = dict(generation_kwargs or {})
+    asr = load_asr(asr)
+    if isinstance(speaker_embedder, (str, os.PathLike)):
+        device = model.device if model is not None else None
+        speaker_embedder = SpeakerEmbedder.from_pretrained(str(speaker_embedder), device=device)
+
+    synthesize(model, processor, entries, output_dir, batch_size=batch_size, generation_kwargs=generation_kwargs,
+               seed=seed, progress=progress)  # fmt: skip
+    transcripts, scores, durations = _score_audio(
+        entries, output_dir, asr, speaker_embedder, asr_batch_size, asr_kwargs or {}, progress
+    )
+
+    rates = error_rates([e.target_text for e in entries], transcripts, lang=lang)
+    timings = read_synthesis_log(output_dir)
+    utterances = []
+    for entry, transcript, errors, score, seconds in zip(
+        entries, transcripts, rates.utterances, scores, durations
+    ):
+        timing = timings.get(entry.name, {})
+        utterances.append(
+            {
+                "name": entry.name,
+                "target_text": entry.target_text,
+                "transcript": transcript,
+                "normalized_reference": errors.reference,
+                "normalized_transcript": errors.hypothesis,
+                "error_rate": errors.error_rate,
+                "substitutions": errors.substitutions,
+                "deletions": errors.deletions,
+                "insertions": errors.insertions,
+                "reference_tokens": errors.num_reference_tokens,
+                "speaker_similarity": score,
+                "audio_seconds": seconds,
+                "synthesis_seconds": timing.get("synthesis_seconds"),
+                "frames": timing.get("frames"),
+            }
+        )
+    timed = [row for row in utterances if row["synthesis_seconds"] is not None]
+    synthesis_seconds = sum(row["synthesis_seconds"] for row in timed)
+    timed_audio = sum(row["audio_seconds"] for row in timed)
+    parameter = next(model.parameters(), None) if model is not None else None
+    report = {
+        "model": model_name or (getattr(model, "name_or_path", "") if model is not None else "") or "unknown",
+        "dataset": dataset_name or meta_name,
+        "lang": lang,
+        "num_utterances": len(entries),
+        "asr": _asr_name(asr),
+        "wer": {**rates.summary(), "name": rates.name},
+        "speaker_similarity": None,
+        "generation": _settings(model, generation_kwargs, batch_size, seed),
+        "speed": {
+            "rtf": synthesis_seconds / timed_audio if timed and timed_audio > 0 else None,
+            "synthesis_seconds": synthesis_seconds,
+            "audio_seconds": timed_audio,
+            "frames_per_second": sum(row["frames"] or 0 for row in timed) / synthesis_seconds
+            if timed
+            else None,
+            "timed_utterances": len(timed),
+            "device": str(parameter.device) if parameter is not None else None,
+            "dtype": str(parameter.dtype).removeprefix("torch.") if parameter is not None else None,
+            "note": "wall time of processor (reference encoding) + generate + codec decode, per batch",
+        },
+        "utterances": utterances,
+        "versions": _versions(),
+    }
+    if speaker_embedder is not None:
+        report["speaker_similarity"] = {
+            "embedder": speaker_embedder.name,
+            "mean": sum(scores) / len(scores),
+            "num_pairs": len(scores),
+            "reference": "the prompt wav of each utterance",
+        }
+    write_report(report, output_dir)
+    return report
+
+
+def _score_audio(entries, output_dir, asr, embedder, chunk, asr_kwargs, progress):
+    """Transcripts, SIM scores (None without an embedder) and durations, reading wavs a chunk at a time."""
+    from ..processing.audio import as_mono_float32, read_audio
+
+    is_pipeline = hasattr(asr, "feature_extractor") and hasattr(asr, "model")
+    transcripts, scores, durations = [], [], []
+    for start in range(0, len(entries), chunk):
+        batch = entries[start : start + chunk]
+        waveforms, rates = [], []
+        for entry in batch:
+            data, rate = read_audio(_output_wav(output_dir, entry), name=f"output of {entry.name!r}")
+            waveforms.append(as_mono_float32(data, name=f"output of {entry.name!r}"))
+            rates.append(rate)
+        if len(set(rates)) != 1:
+            raise ValueError(
+                f"outputs in {output_dir / WAV_DIR} have mixed sampling rates {sorted(set(rates))}"
+            )
+        kwargs = {"batch_size": chunk, **asr_kwargs} if is_pipeline else dict(asr_kwargs)
+        transcripts += transcribe(asr, waveforms, rates[0], **kwargs)
+        durations += [len(w) / r for w, r in zip(waveforms, rates)]
+        if embedder is None:
+            scores += [None] * len(batch)
+        else:
+            prompts = [read_audio(entry.prompt_wav, name=f"prompt of {entry.name!r}") for entry in batch]
+            similarity = speaker_similarity(
+                waveforms, [audio for audio, _ in prompts], embedder, rates, [rate for _, rate in prompts]
+            )
+            scores += list(similarity.scores)
+        if progress is not None:
+            progress(f"scored {start + len(batch)}/{len(entries)}")
+    return transcripts, scores, durations
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("transformers-fish-s2", "transformers", "torch", "jiwer"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Arguments of the runner (the ``fish-s2 eval`` sub-command reuses this)."""
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m transformers_fish_s2.evaluation",
+        description="Seed-TTS-eval style evaluation of Fish Audio S2: synthesise a meta list with voice "
+        "cloning (resumable), transcribe, and report WER/CER, speaker similarity and RTF.",
+    )
+    parser.add_argument(
+        "--model", required=True, help="checkpoint directory or Hub id (e.g. fishaudio/s2-pro)"
+    )
+    parser.add_argument(
+        "--meta", required=True, help="Seed-TTS meta list: name|prompt_text|prompt_wav|target_text"
+    )
+    parser.add_argument("--output-dir", required=True, help="where wavs and the report go; rerun to resume")
+    parser.add_argument("--asr", required=True, help="ASR model for pipeline('automatic-speech-recognition'), "
+                        "e.g. openai/whisper-large-v3 (Seed-TTS-eval's English ASR)")  # fmt: skip
+    parser.add_argument(
+        "--asr-language", help="Whisper only: force the transcription language (e.g. english)"
+    )
+    parser.add_argument("--asr-batch-size", type=int, default=8)
+    parser.add_argument("--speaker-model", help="x-vector model for SIM (AutoModelForAudioXVector), "
+                        "e.g. microsoft/wavlm-base-plus-sv; omitted: no SIM")  # fmt: skip
+    parser.add_argument("--lang", default="en", help="text language: en (words) or zh/ja/yue (characters)")
+    parser.add_argument("--batch-size", type=int, default=1, help="utterances generated together")
+    parser.add_argument("--limit", type=int, help="only the first N utterances")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", help="default: cuda if available, else cpu")
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], default="auto",
+                        help="model weights; auto = bfloat16 on GPU, float32 on CPU")  # fmt: skip
+    parser.add_argument("--max-new-tokens", type=int, help="frames per utterance at most")
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--greedy", action="store_true", help="do_sample=False")
+    parser.add_argument("--generation-kwargs", default="{}", help="more generate() kwargs as a JSON object")
+    parser.add_argument("--dataset-name", help="name used in the report (default: the meta path)")
+    return parser
+
+
+def _generation_kwargs(args: argparse.Namespace) -> dict:
+    try:
+        kwargs = json.loads(args.generation_kwargs)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--generation-kwargs is not valid JSON: {error}") from None
+    if not isinstance(kwargs, dict):
+        raise ValueError("--generation-kwargs must be a JSON object")
+    for option in ("max_new_tokens", "temperature", "top_p", "top_k"):
+        if getattr(args, option) is not None:
+            kwargs[option] = getattr(args, option)
+    if args.greedy:
+        kwargs["do_sample"] = False
+    return kwargs
+
+
+def run_from_args(args: argparse.Namespace) -> dict:
+    """Load everything the parsed arguments name and run :func:`run_evaluation`."""
+    from .. import FishS2ForConditionalGeneration, FishS2Processor
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "float32" if device.type == "cpu" else "bfloat16"
+    generation_kwargs = _generation_kwargs(args)
+    asr = load_asr(args.asr, device=device)
+    asr_kwargs = {}
+    if args.asr_language:
+        if getattr(getattr(asr.model, "config", None), "model_type", None) != "whisper":
+            raise ValueError("--asr-language only applies to Whisper ASR models")
+        asr_kwargs["generate_kwargs"] = {"language": args.asr_language, "task": "transcribe"}
+    embedder = (
+        SpeakerEmbedder.from_pretrained(args.speaker_model, device=device) if args.speaker_model else None
+    )
+    model = FishS2ForConditionalGeneration.from_pretrained(args.model, dtype=getattr(torch, dtype)).to(device)
+    processor = FishS2Processor.from_pretrained(args.model)
+    if getattr(processor, "codec", None) is not None:
+        processor.codec.to(device)
+    return run_evaluation(
+        model, processor, args.meta, args.output_dir, asr=asr, speaker_embedder=embedder, lang=args.lang,
+        batch_size=args.batch_size, generation_kwargs=generation_kwargs, seed=args.seed, limit=args.limit,
+        asr_batch_size=args.asr_batch_size, asr_kwargs=asr_kwargs, model_name=args.model,
+        dataset_name=args.dataset_name, progress=lambda message: print(message, file=sys.stderr),
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 ok, 1 failed, 2 bad arguments)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        report = run_from_args(args)
+    except (FileNotFoundError, ValueError, TypeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    wer = report["wer"]
+    summary = f"{wer['name']} {100 * wer['mean']:.3f} % (corpus {100 * wer['corpus']:.3f} %, {wer['num_above_50']} > 50 %)"
+    if report["speaker_similarity"] is not None:
+        summary += (
+            f", SIM {report['speaker_similarity']['mean']:.4f} ({report['speaker_similarity']['embedder']})"
+        )
+    if report["speed"]["rtf"] is not None:
+        summary += f", RTF {report['speed']['rtf']:.3f}"
+    print(f"{summary}\nreport: {Path(args.output_dir) / 'report.md'}")
+    return 0
