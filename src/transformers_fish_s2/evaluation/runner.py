@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import soundfile
 import torch
 
 from .meta import MetaEntry, read_meta
@@ -91,7 +92,7 @@ def synthesize(
             ).to(model.device)
             with torch.inference_mode():
                 output = model.generate(**inputs, **generation_kwargs)
-            audios = processor.batch_decode(output.sequences, output.lengths)
+            audios = processor.decode(output, return_tensors="np")
             if model.device.type == "cuda":
                 torch.cuda.synchronize(model.device)
             elapsed = time.perf_counter() - began
@@ -101,7 +102,12 @@ def synthesize(
             ):
                 path = _output_wav(output_dir, entry)
                 partial = path.with_name(f".{path.stem}.partial.wav")
-                save_audio(audio, partial, processor.sampling_rate)
+                if len(audio):
+                    save_audio(audio, partial, processor.sampling_rate)
+                else:  # the model stopped at once; an empty wav records that (save_audio refuses it)
+                    soundfile.write(
+                        partial, np.zeros(0, np.float32), processor.sampling_rate, subtype="PCM_16"
+                    )
                 os.replace(partial, path)
                 row = {
                     "name": entry.name,
@@ -266,6 +272,7 @@ def run_evaluation(
         "dataset": dataset_name or meta_name,
         "lang": lang,
         "num_utterances": len(entries),
+        "num_empty_outputs": sum(seconds == 0 for seconds in durations),
         "asr": _asr_name(asr),
         "wer": {**rates.summary(), "name": rates.name},
         "speaker_similarity": None,
@@ -285,11 +292,12 @@ def run_evaluation(
         "utterances": utterances,
         "versions": _versions(),
     }
-    if speaker_embedder is not None:
+    scored = [score for score in scores if score is not None]
+    if speaker_embedder is not None and scored:
         report["speaker_similarity"] = {
             "embedder": speaker_embedder.name,
-            "mean": sum(scores) / len(scores),
-            "num_pairs": len(scores),
+            "mean": sum(scored) / len(scored),
+            "num_pairs": len(scored),
             "reference": "the prompt wav of each utterance",
         }
     write_report(report, output_dir)
@@ -297,33 +305,46 @@ def run_evaluation(
 
 
 def _score_audio(entries, output_dir, asr, embedder, chunk, asr_kwargs, progress):
-    """Transcripts, SIM scores (None without an embedder) and durations, reading wavs a chunk at a time."""
+    """Transcripts, SIM scores and durations, reading wavs a chunk at a time. An empty output (the model
+    stopped at once) gets the transcript "" (every reference token deleted) and no SIM score."""
     from ..processing.audio import as_mono_float32, read_audio
 
     is_pipeline = hasattr(asr, "feature_extractor") and hasattr(asr, "model")
     transcripts, scores, durations = [], [], []
     for start in range(0, len(entries), chunk):
         batch = entries[start : start + chunk]
-        waveforms, rates = [], []
-        for entry in batch:
-            data, rate = read_audio(_output_wav(output_dir, entry), name=f"output of {entry.name!r}")
+        texts: list[str] = [""] * len(batch)
+        batch_scores: list[float | None] = [None] * len(batch)
+        waveforms, rates, spoken = [], [], []
+        for i, entry in enumerate(batch):
+            path = _output_wav(output_dir, entry)
+            info = soundfile.info(str(path))
+            durations.append(info.frames / info.samplerate)
+            if info.frames == 0:
+                continue
+            data, rate = read_audio(path, name=f"output of {entry.name!r}")
             waveforms.append(as_mono_float32(data, name=f"output of {entry.name!r}"))
             rates.append(rate)
-        if len(set(rates)) != 1:
+            spoken.append(i)
+        if len(set(rates)) > 1:
             raise ValueError(
                 f"outputs in {output_dir / WAV_DIR} have mixed sampling rates {sorted(set(rates))}"
             )
-        kwargs = {"batch_size": chunk, **asr_kwargs} if is_pipeline else dict(asr_kwargs)
-        transcripts += transcribe(asr, waveforms, rates[0], **kwargs)
-        durations += [len(w) / r for w, r in zip(waveforms, rates)]
-        if embedder is None:
-            scores += [None] * len(batch)
-        else:
-            prompts = [read_audio(entry.prompt_wav, name=f"prompt of {entry.name!r}") for entry in batch]
-            similarity = speaker_similarity(
-                waveforms, [audio for audio, _ in prompts], embedder, rates, [rate for _, rate in prompts]
-            )
-            scores += list(similarity.scores)
+        if spoken:
+            kwargs = {"batch_size": chunk, **asr_kwargs} if is_pipeline else dict(asr_kwargs)
+            for i, text in zip(spoken, transcribe(asr, waveforms, rates[0], **kwargs)):
+                texts[i] = text
+            if embedder is not None:
+                prompts = [
+                    read_audio(batch[i].prompt_wav, name=f"prompt of {batch[i].name!r}") for i in spoken
+                ]
+                similarity = speaker_similarity(
+                    waveforms, [audio for audio, _ in prompts], embedder, rates, [rate for _, rate in prompts]
+                )
+                for i, score in zip(spoken, similarity.scores):
+                    batch_scores[i] = score
+        transcripts += texts
+        scores += batch_scores
         if progress is not None:
             progress(f"scored {start + len(batch)}/{len(entries)}")
     return transcripts, scores, durations
