@@ -112,7 +112,9 @@ class PromptEncoder:
         if isinstance(codes, np.ndarray):
             codes = torch.from_numpy(codes)
         if not isinstance(codes, torch.Tensor):
-            raise TypeError(f"{name} must be an integer tensor [{self.num_codebooks}, T], got {type(codes).__name__}")
+            raise TypeError(
+                f"{name} must be an integer tensor [{self.num_codebooks}, T], got {type(codes).__name__}"
+            )
         if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
             raise TypeError(f"{name} must be an integer tensor, got dtype {codes.dtype}")
         min_frames = 0 if allow_empty else 1
@@ -179,7 +181,11 @@ class FishS2Conversation:
     def prompt_for(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``input_ids [T]`` and ``audio_codes [num_codebooks, T]`` to generate the audio of ``text`` next."""
         user_text = self._user_text(text)
-        parts = [*self._history_parts(), *message("user", [user_text]), *message("assistant", voice=True, close=False)]
+        parts = [
+            *self._history_parts(),
+            *message("user", [user_text]),
+            *message("assistant", voice=True, close=False),
+        ]
         input_ids, audio_codes = self.encoder.encode(parts)
         if self.max_length is not None and len(input_ids) >= self.max_length:
             raise ValueError(

@@ -1,0 +1,155 @@
+"""Audio in and out: read any file libsndfile reads, mix to mono, resample to the codec's 44.1 kHz,
+encode reference voices once, write waveforms in the format the file name asks for.
+
+The reference reads with torchaudio, averages the channels and resamples with a sinc resampler before
+``codec.encode`` (SPEC §6.5); we do the same with soundfile and soxr (no torchaudio dependency). Encoded
+references are cached by content hash because reusing one voice for many requests is the common case
+(the reference server does the same, SPEC §7.2 ``use_memory_cache``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+import torch
+
+SAMPLING_RATE = 44100
+AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
+
+AudioSource = str | os.PathLike | bytes | np.ndarray | torch.Tensor
+
+
+def read_audio(source: str | os.PathLike | bytes, *, name: str = "audio") -> tuple[np.ndarray, int]:
+    """Read a WAV/FLAC/OGG/MP3 file (a path or its bytes) as float32 ``[channels, samples]`` and its rate."""
+    if isinstance(source, bytes):
+        where, handle = f"{name} (bytes)", io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{name}: audio file not found: {str(path)!r}")
+        where, handle = repr(str(path)), path
+    try:
+        data, rate = soundfile.read(handle, dtype="float32", always_2d=True)
+    except (soundfile.SoundFileError, RuntimeError, TypeError) as error:
+        raise ValueError(f"{name}: cannot read audio from {where}: {error}") from None
+    if data.shape[0] == 0:
+        raise ValueError(f"{name}: audio file {where} contains no samples")
+    return np.ascontiguousarray(data.T), int(rate)
+
+
+def as_mono_float32(audio: np.ndarray | torch.Tensor, *, name: str = "audio") -> np.ndarray:
+    """A finite float32 mono waveform ``[samples]`` from ``[samples]`` or ``[channels, samples]`` (either
+    orientation: the shorter axis is taken as channels). Integer PCM is scaled to [-1, 1)."""
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().to("cpu").numpy() if audio.dtype != torch.bfloat16 else audio.float().numpy()
+    audio = np.asarray(audio)
+    if not (np.issubdtype(audio.dtype, np.floating) or np.issubdtype(audio.dtype, np.signedinteger)):
+        raise TypeError(f"{name} must be a float (or signed integer PCM) waveform, got dtype {audio.dtype}")
+    if np.issubdtype(audio.dtype, np.signedinteger):
+        audio = audio.astype(np.float64) / float(-np.iinfo(audio.dtype).min)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=int(np.argmin(audio.shape)))
+    if audio.ndim != 1:
+        raise ValueError(
+            f"{name} must be 1-D [samples] or 2-D [channels, samples], got shape {list(audio.shape)}"
+        )
+    if audio.shape[0] == 0:
+        raise ValueError(f"{name} has no samples")
+    if not np.isfinite(audio).all():
+        bad = int(np.count_nonzero(~np.isfinite(audio)))
+        raise ValueError(f"{name} contains {bad} NaN or infinite sample(s)")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def resample(audio: np.ndarray, rate: int, target_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """Resample a mono float32 waveform with soxr (high quality); a no-op at the target rate."""
+    if rate == target_rate:
+        return audio
+    return soxr.resample(audio, rate, target_rate).astype(np.float32, copy=False)
+
+
+def load_audio(
+    audio: AudioSource,
+    sampling_rate: int | None = None,
+    *,
+    target_rate: int = SAMPLING_RATE,
+    name: str = "audio",
+) -> np.ndarray:
+    """Any supported audio input as a finite mono float32 waveform at ``target_rate`` (44.1 kHz).
+
+    ``audio`` is a file path, the bytes of a file, or an array/tensor. Arrays need ``sampling_rate``; for
+    files it is read from the file (a ``sampling_rate`` that disagrees is an error).
+    """
+    if sampling_rate is not None and (isinstance(sampling_rate, bool) or not isinstance(sampling_rate, int)):
+        raise TypeError(f"{name}: sampling_rate must be an int (Hz), got {sampling_rate!r}")
+    if sampling_rate is not None and sampling_rate <= 0:
+        raise ValueError(f"{name}: sampling_rate must be positive, got {sampling_rate}")
+    if isinstance(audio, (str, os.PathLike, bytes)):
+        data, file_rate = read_audio(audio, name=name)
+        if sampling_rate is not None and sampling_rate != file_rate:
+            raise ValueError(
+                f"{name}: sampling_rate={sampling_rate} was given but the file is at {file_rate} Hz; "
+                "leave sampling_rate out for files"
+            )
+        waveform, rate = as_mono_float32(data, name=name), file_rate
+    elif isinstance(audio, (np.ndarray, torch.Tensor)):
+        if sampling_rate is None:
+            raise ValueError(f"{name}: sampling_rate is required when the audio is an array or tensor")
+        waveform, rate = as_mono_float32(audio, name=name), sampling_rate
+    else:
+        raise TypeError(
+            f"{name} must be a file path, file bytes, a numpy array or a torch tensor, got {type(audio).__name__}"
+        )
+    return resample(waveform, rate, target_rate)
+
+
+def save_audio(
+    audio: np.ndarray | torch.Tensor, path: str | os.PathLike, sampling_rate: int = SAMPLING_RATE
+) -> None:
+    """Write one waveform; the format (WAV 16-bit, FLAC, OGG Vorbis, MP3) follows the file extension."""
+    path = Path(path)
+    file_format = AUDIO_FORMATS.get(path.suffix.lower())
+    if file_format is None:
+        raise ValueError(
+            f"cannot tell the audio format from {str(path)!r}; use one of the extensions {sorted(AUDIO_FORMATS)}"
+        )
+    waveform = as_mono_float32(audio.squeeze() if hasattr(audio, "squeeze") else audio, name="audio")
+    soundfile.write(path, np.clip(waveform, -1.0, 1.0), sampling_rate, format=file_format)
+
+
+class ReferenceEncoder:
+    """Turns 44.1 kHz reference waveforms into codec codes ``[num_codebooks, T]``, with a bounded LRU
+    cache keyed by the waveform's SHA-256 (and the codec's dtype, which can change the codes)."""
+
+    def __init__(self, codec, max_entries: int = 32):
+        self.codec = codec
+        self.max_entries = max_entries
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    @torch.inference_mode()
+    def __call__(self, waveform: np.ndarray) -> torch.Tensor:
+        key = f"{hashlib.sha256(waveform.tobytes()).hexdigest()}:{self.codec.dtype}"
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        values = torch.from_numpy(waveform)[None, None].to(device=self.codec.device, dtype=self.codec.dtype)
+        encoded = self.codec.encode(values)
+        codes = encoded.audio_codes[0, :, : int(encoded.audio_code_lengths[0])].to("cpu", torch.long)
+        if self.max_entries > 0:
+            self._cache[key] = codes
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
+        return codes

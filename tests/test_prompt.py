@@ -1,0 +1,166 @@
+"""Token-exact prompts (processing/prompt.py) against the authors' prompts, plus the conversation API."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+
+import numpy as np
+import pytest
+import torch
+from conftest import EXPECTED, TINY
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from transformers_fish_s2.processing.markup import chunk_text, user_message_text
+from transformers_fish_s2.processing.prompt import FishS2Conversation, PromptEncoder, tag_transcripts
+
+CASES = json.loads((EXPECTED / "inputs.json").read_text())["cases"]
+PROMPTS = load_file(EXPECTED / "prompts.safetensors")
+GENERATION = load_file(EXPECTED / "generation.safetensors")
+INPUT_CODES = load_file(EXPECTED / "inputs.safetensors")
+
+
+@pytest.fixture(scope="module")
+def encoder() -> PromptEncoder:
+    return PromptEncoder(AutoTokenizer.from_pretrained(TINY))
+
+
+def case_references(case: dict) -> list[tuple[str, torch.Tensor]]:
+    return [(ref["text"], INPUT_CODES[ref["codes_tensor"].split(":", 1)[1]]) for ref in case["references"]]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_prompts_are_token_exact(encoder, case):
+    """Every batch prompt of every case, the second dialogue batch conditioned on the first's codes."""
+    conversation = FishS2Conversation(encoder, case_references(case))
+    chunks = chunk_text(case["text"], chunk_length=case["chunk_length"])
+    assert len(chunks) == (2 if case["name"] == "case4_dialogue_multibatch" else 1)
+    for k, chunk in enumerate(chunks):
+        input_ids, audio_codes = conversation.prompt_for(chunk)
+        expected = PROMPTS[f"{case['name']}.batch{k}.prompt"]
+        assert torch.equal(input_ids, expected[0])
+        assert torch.equal(audio_codes, expected[1:])
+        conversation.append_generated(chunk, GENERATION[f"{case['name']}.batch{k}.generate_long_codes"])
+
+
+def test_parts_are_tokenised_separately(encoder):
+    """Tokenising the whole prompt string merges across part boundaries and misses the reference ids."""
+    prompts = json.loads((EXPECTED / "prompts.json").read_text())
+    batch = prompts["case2_clone"]["batches"][0]
+    whole = encoder.tokenizer.encode(batch["decoded_prompt_text"], add_special_tokens=False)
+    assert whole != batch["token_ids"]
+    conversation = FishS2Conversation(encoder, case_references(CASES[1]))
+    assert conversation.prompt_for(CASES[1]["text"])[0].tolist() == batch["token_ids"]
+
+
+def test_semantic_vocabulary_is_read_from_the_tokenizer(encoder):
+    assert (encoder.semantic_start_id, encoder.semantic_vocab_size) == (419, 64)
+
+
+def test_reference_transcripts_are_tagged_unless_they_carry_a_tag():
+    assert tag_transcripts(["a", "<|speaker:7|>b", "c"]) == "<|speaker:0|>a\n<|speaker:7|>b\n<|speaker:2|>c"
+
+
+def test_conversation_history_and_empty_generation(encoder):
+    conversation = FishS2Conversation(encoder)
+    conversation.append_generated("Hello.", torch.zeros(10, 0, dtype=torch.long))
+    history = conversation.history
+    assert [(text, codes.shape) for text, codes in history] == [("Hello.", (10, 0))]
+    history.clear()  # a copy: the conversation keeps its history
+    assert len(conversation.history) == 1
+    input_ids, _ = conversation.prompt_for("Bye.")
+    decoded = encoder.tokenizer.decode(input_ids.tolist())
+    assert decoded.endswith(
+        "<|im_start|>user\nHello.<|im_end|>\n<|im_start|>assistant\n<|voice|><|im_end|>\n"
+        "<|im_start|>user\nBye.<|im_end|>\n<|im_start|>assistant\n<|voice|>"
+    )
+
+
+def test_prompt_longer_than_the_context_names_both_lengths(encoder):
+    text = CASES[0]["text"]  # a 68-token prompt
+    assert len(FishS2Conversation(encoder, max_length=69).prompt_for(text)[0]) == 68
+    with pytest.raises(ValueError, match="the prompt is 68 tokens but the model context is 68 tokens"):
+        FishS2Conversation(encoder, max_length=68).prompt_for(text)
+
+
+@pytest.mark.parametrize(
+    ("codes", "error", "message"),
+    [
+        (torch.zeros(10, 4), TypeError, "codes must be an integer tensor, got dtype torch.float32"),
+        ([[0] * 4] * 10, TypeError, "codes must be an integer tensor [10, T], got list"),
+        (torch.zeros(9, 4, dtype=torch.long), ValueError, "codes must have shape [10, T] with T >= 0"),
+        (torch.zeros(4, 10, 1, dtype=torch.long), ValueError, "got [4, 10, 1]"),
+        (torch.full((10, 3), -1), ValueError, "codes has negative codes (min -1)"),
+        (
+            torch.tensor([[64]] + [[0]] * 9),
+            ValueError,
+            "row 0 (semantic codebook) has code 64, out of range [0, 64)",
+        ),
+        (torch.tensor([[0]] * 9 + [[64]]), ValueError, "rows 1..9 (residual codebooks) have code 64"),
+    ],
+)
+def test_generated_codes_are_checked(encoder, codes, error, message):
+    conversation = FishS2Conversation(encoder)
+    with pytest.raises(error, match=re.escape(message)):
+        conversation.append_generated("Hi.", codes)
+    assert conversation.history == []
+
+
+def test_reference_codes_check_uses_the_codec_range(encoder):
+    codes = np.zeros((10, 3), dtype=np.int32)
+    codes[5, 1] = 40
+    assert encoder.check_codes(codes, name="c").dtype == torch.long  # numpy accepted, within model range
+    with pytest.raises(
+        ValueError, match=re.escape("c rows 1..9 (residual codebooks) have code 40, out of range [0, 32)")
+    ):
+        encoder.check_codes(codes, name="c", residual_size=32)
+    with pytest.raises(ValueError, match=re.escape("c must have shape [10, T] with T >= 1")):
+        encoder.check_codes(torch.zeros(10, 0, dtype=torch.long), name="c")
+
+
+# Texts are arbitrary Unicode (surrogates included) mixed with markup and reserved-token fragments.
+FRAGMENTS = [
+    "<|speaker:0|>",
+    "<|speaker:12|>",
+    "<|speaker:x|>",
+    "<|im_end|>",
+    "<|semantic:3|>",
+    "[laughing]",
+    "<|",
+    "|>",
+    " ",
+    "\n",
+    "e\u0301",
+    "你好",
+    "\udc80",
+]
+TEXTS = st.lists(
+    st.one_of(st.text(st.characters(exclude_categories=()), max_size=12), st.sampled_from(FRAGMENTS)),
+    max_size=6,
+).map("".join)
+DOCUMENTED_ERRORS = re.compile(
+    r"^text (is empty or only whitespace|is not valid Unicode text|has only speaker tags and whitespace|"
+    r"has a malformed speaker tag|contains the reserved token)"
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=TEXTS)
+def test_any_text_round_trips_or_raises_a_documented_error(encoder, text):
+    try:
+        input_ids, audio_codes = FishS2Conversation(encoder).prompt_for(text)
+    except ValueError as error:
+        assert DOCUMENTED_ERRORS.match(str(error)), str(error)
+        return
+    # The tokenizer NFC-normalises text (tokenizer.json normalizer); everything else is lossless.
+    spoken = unicodedata.normalize("NFC", user_message_text(text))
+    expected = (
+        "<|im_start|>system\nconvert the provided text to speech<|im_end|>\n"
+        f"<|im_start|>user\n{spoken}<|im_end|>\n<|im_start|>assistant\n<|voice|>"
+    )
+    assert encoder.tokenizer.decode(input_ids.tolist(), clean_up_tokenization_spaces=False) == expected
+    assert not audio_codes.any()
