@@ -200,7 +200,7 @@ def run_evaluation(
     generation_kwargs: dict | None = None,
     seed: int = 0,
     limit: int | None = None,
-    asr_batch_size: int = 8,
+    asr_batch_size: int = 1,
     asr_kwargs: dict | None = None,
     model_name: str | None = None,
     dataset_name: str | None = None,
@@ -213,6 +213,8 @@ def run_evaluation(
     ``None`` when every output is already on disk). ``asr``: a model name/path for
     ``pipeline("automatic-speech-recognition")`` or a callable (see :func:`load_asr`).
     ``speaker_embedder``: a :class:`SpeakerEmbedder` or an x-vector model name/path; ``None`` skips SIM.
+    ``asr_batch_size`` > 1 batches a pipeline; the default 1 transcribes one utterance at a time like
+    Seed-TTS-eval (padding a batch changes the transcripts of CTC models).
     """
     for name, value in (("batch_size", batch_size), ("asr_batch_size", asr_batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -304,7 +306,7 @@ def run_evaluation(
     return report
 
 
-def _score_audio(entries, output_dir, asr, embedder, chunk, asr_kwargs, progress):
+def _score_audio(entries, output_dir, asr, embedder, asr_batch_size, asr_kwargs, progress, chunk=16):
     """Transcripts, SIM scores and durations, reading wavs a chunk at a time. An empty output (the model
     stopped at once) gets the transcript "" (every reference token deleted) and no SIM score."""
     from ..processing.audio import as_mono_float32, read_audio
@@ -331,7 +333,7 @@ def _score_audio(entries, output_dir, asr, embedder, chunk, asr_kwargs, progress
                 f"outputs in {output_dir / WAV_DIR} have mixed sampling rates {sorted(set(rates))}"
             )
         if spoken:
-            kwargs = {"batch_size": chunk, **asr_kwargs} if is_pipeline else dict(asr_kwargs)
+            kwargs = {"batch_size": asr_batch_size, **asr_kwargs} if is_pipeline else dict(asr_kwargs)
             for i, text in zip(spoken, transcribe(asr, waveforms, rates[0], **kwargs)):
                 texts[i] = text
             if embedder is not None:
@@ -381,7 +383,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument(
         "--asr-language", help="Whisper only: force the transcription language (e.g. english)"
     )
-    parser.add_argument("--asr-batch-size", type=int, default=8)
+    parser.add_argument("--asr-batch-size", type=int, default=1, help="pipeline batch size; 1 (default) as "
+                        "Seed-TTS-eval: batching pads, which changes CTC models' transcripts")  # fmt: skip
     parser.add_argument("--speaker-model", help="x-vector model for SIM (AutoModelForAudioXVector), "
                         "e.g. microsoft/wavlm-base-plus-sv; omitted: no SIM")  # fmt: skip
     parser.add_argument("--lang", default="en", help="text language: en (words) or zh/ja/yue (characters)")
@@ -418,7 +421,8 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
 
 def run_from_args(args: argparse.Namespace) -> dict:
     """Load everything the parsed arguments name and run :func:`run_evaluation`."""
-    from .. import FishS2ForConditionalGeneration, FishS2Processor
+    from ..modeling.modeling_fish_s2 import FishS2ForConditionalGeneration
+    from ..processing.processing_fish_s2 import FishS2Processor
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = args.dtype
