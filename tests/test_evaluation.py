@@ -143,7 +143,7 @@ def test_speaker_similarity_is_cosine_of_embeddings():
     assert torch.allclose(embedder.embed(stereo, 16000), embedder.embed(a, 16000), atol=1e-6)
     with pytest.raises(ValueError, match="2 predictions but 1 references"):
         speaker_similarity([a, a], [a], embedder, sampling_rate=16000)
-    with pytest.raises(ValueError, match="pair 0: audio contains NaN"):
+    with pytest.raises(ValueError, match="pair 0: audio contains 1600 NaN"):
         speaker_similarity([np.full(1600, np.nan, np.float32)], [a], embedder, sampling_rate=16000)
     with pytest.raises(ValueError, match="sampling_rate has 1 entries for 2 waveforms"):
         speaker_similarity([a, a], [a, a], embedder, sampling_rate=[16000])
@@ -167,6 +167,11 @@ def test_speaker_similarity_evaluate_module_loads_offline(monkeypatch, tmp_path)
     plain = speaker_similarity([a], [b], embedder, sampling_rate=16000, reference_sampling_rate=22050)
     assert out["embedder"] == "tiny"
     assert math.isclose(out["speaker_similarity"], plain.mean, abs_tol=1e-6)
+    with pytest.raises(FileNotFoundError, match=r"references\[0\]: audio file not found: .*missing.wav"):
+        metric.compute(predictions=[str(tmp_path / "a.wav")], references=[str(tmp_path / "missing.wav")],
+                       embedder=embedder)  # fmt: skip
+    with pytest.raises(ValueError, match="pass `embedder=SpeakerEmbedder"):
+        metric.compute(predictions=[a], references=[a], sampling_rate=16000)
 
 
 def test_metric_path_names_the_shipped_metrics():

@@ -13,34 +13,9 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-
-def to_mono_float32(audio, sampling_rate: int, target_rate: int, what: str = "audio") -> np.ndarray:
-    """A 1-D float32 array at ``target_rate`` from a mono ``[L]`` or ``[L, C]``/``[C, L]`` array or tensor."""
-    import soxr
-
-    if isinstance(audio, torch.Tensor):
-        audio = audio.detach().to(torch.float32).cpu().numpy()
-    array = np.asarray(audio, dtype=np.float32)
-    if array.ndim == 2:  # soundfile gives [L, C]; torch-style audio is [C, L]
-        array = array.mean(axis=1 if array.shape[0] > array.shape[1] else 0)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(
-            f"{what} must be a non-empty mono or multi-channel waveform, got shape {np.shape(audio)}"
-        )
-    if not np.isfinite(array).all():
-        raise ValueError(f"{what} contains NaN or infinite samples")
-    if (
-        isinstance(sampling_rate, bool)
-        or not isinstance(sampling_rate, numbers.Integral)
-        or sampling_rate <= 0
-    ):
-        raise ValueError(f"sampling_rate of {what} must be a positive int, got {sampling_rate!r}")
-    if sampling_rate != target_rate:
-        array = soxr.resample(array, int(sampling_rate), target_rate).astype(np.float32, copy=False)
-    return array
+from ..processing.audio import as_mono_float32, resample
 
 
 class SpeakerEmbedder:
@@ -81,7 +56,13 @@ class SpeakerEmbedder:
     @torch.no_grad()
     def embed(self, audio, sampling_rate: int) -> torch.Tensor:
         """Unit-norm embedding ``[D]`` of one waveform (one at a time: padding would shift x-vectors)."""
-        waveform = to_mono_float32(audio, sampling_rate, self.sampling_rate)
+        if (
+            isinstance(sampling_rate, bool)
+            or not isinstance(sampling_rate, numbers.Integral)
+            or sampling_rate <= 0
+        ):
+            raise ValueError(f"sampling_rate must be a positive int (Hz), got {sampling_rate!r}")
+        waveform = resample(as_mono_float32(audio), int(sampling_rate), self.sampling_rate)
         features = self.feature_extractor(waveform, sampling_rate=self.sampling_rate, return_tensors="pt")
         parameter = next(self.model.parameters())
         features = {

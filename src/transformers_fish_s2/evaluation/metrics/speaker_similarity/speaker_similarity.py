@@ -7,9 +7,9 @@ to the ``evaluate`` API (and is copied alone by ``evaluate``, hence the absolute
 
 import datasets
 import evaluate
-import soundfile
 
 from transformers_fish_s2.evaluation.speaker_similarity import SpeakerEmbedder, speaker_similarity
+from transformers_fish_s2.processing.audio import read_audio
 
 _DESCRIPTION = """\
 Speaker similarity (SIM) between generated speech and the voice prompt it cloned: the cosine of
@@ -35,15 +35,8 @@ Returns:
 def _load_all(items, sampling_rate, what):
     """Waveforms and their rates from a column of waveforms or of paths."""
     if items and isinstance(items[0], str):
-        waveforms, rates = [], []
-        for path in items:
-            try:
-                waveform, rate = soundfile.read(path, dtype="float32")
-            except Exception as error:  # soundfile raises its own LibsndfileError, RuntimeError, OSError
-                raise ValueError(f"could not read {what} audio file {path!r}: {error}") from error
-            waveforms.append(waveform)
-            rates.append(rate)
-        return waveforms, rates
+        loaded = [read_audio(path, name=f"{what}[{i}]") for i, path in enumerate(items)]
+        return [waveform for waveform, _ in loaded], [rate for _, rate in loaded]
     if sampling_rate is None:
         raise ValueError(f"{what} are waveforms, so their sampling rate must be given")
     return items, sampling_rate
