@@ -29,7 +29,7 @@ AudioSource = str | os.PathLike | bytes | np.ndarray | torch.Tensor
 def read_audio(source: str | os.PathLike | bytes, *, name: str = "audio") -> tuple[np.ndarray, int]:
     """Read a WAV/FLAC/OGG/MP3 file (a path or its bytes) as float32 ``[channels, samples]`` and its rate."""
     if isinstance(source, bytes):
-        where, handle = f"{name} (bytes)", io.BytesIO(source)
+        where, handle = "the given bytes", io.BytesIO(source)
     else:
         path = Path(source)
         if not path.is_file():

@@ -369,12 +369,7 @@ class FishS2Processor(ProcessorMixin):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
         codes, lengths = self._decode_batch(audio_codes, lengths)
         frame_length = self._codec.config.frame_length
-        if codes.shape[-1] == 0:
-            waveforms = torch.zeros(codes.shape[0], 0)
-        else:
-            codes[:, 1:] = codes[:, 1:].clamp_(max=self.codebook_size - 1)
-            codes = codes.to(self._codec.device)
-            waveforms = self._codec.decode(codes).audio_values[:, 0].to("cpu", torch.float32)
+        waveforms = self._codec.decode(codes).audio_values[:, 0].to("cpu", torch.float32)
         out = [waveforms[b, : int(n) * frame_length] for b, n in enumerate(lengths)]
         return [w.numpy() for w in out] if return_tensors == "np" else out
 
