@@ -1,1 +1,46 @@
-"""Fish Audio S2 text-to-speech for Hugging Face transformers."""
+"""Fish Audio S2 text-to-speech for Hugging Face transformers.
+
+Importing the package registers its classes with transformers' Auto classes, so
+``AutoModelForTextToWaveform.from_pretrained("fishaudio/s2-pro")`` works after ``import transformers_fish_s2``.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForTextToWaveform
+
+from .modeling import (
+    FishS2AudioDecoder,
+    FishS2AudioDecoderConfig,
+    FishS2CheckpointError,
+    FishS2Config,
+    FishS2ForConditionalGeneration,
+    FishS2Output,
+    FishS2PreTrainedModel,
+    FishS2TextConfig,
+    FishS2TextModel,
+)
+
+
+def register_auto_classes() -> None:
+    """Register our configs and models with the transformers Auto classes; safe to call any number of times.
+
+    Each part of the package adds its own registrations here (config model types first, then models).
+    """
+    for config_class in (FishS2Config, FishS2TextConfig, FishS2AudioDecoderConfig):
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    for auto_class in (AutoModel, AutoModelForTextToWaveform):
+        auto_class.register(FishS2Config, FishS2ForConditionalGeneration, exist_ok=True)
+
+
+register_auto_classes()
+
+__all__ = [
+    "FishS2AudioDecoder",
+    "FishS2AudioDecoderConfig",
+    "FishS2CheckpointError",
+    "FishS2Config",
+    "FishS2ForConditionalGeneration",
+    "FishS2Output",
+    "FishS2PreTrainedModel",
+    "FishS2TextConfig",
+    "FishS2TextModel",
+    "register_auto_classes",
+]

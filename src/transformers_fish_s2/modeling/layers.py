@@ -47,7 +47,22 @@ def rope_cos_sin(
     """
     angles = positions.to(torch.float32).unsqueeze(-1) * inv_freq.to(positions.device)
     cis = torch.polar(torch.ones_like(angles), angles)
-    return cis.real.to(table_dtype).float(), cis.imag.to(table_dtype).float()
+    return _round_through(cis.real, table_dtype), _round_through(cis.imag, table_dtype)
+
+
+def _round_through(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """fp32 ``x`` rounded to ``dtype`` and returned as fp32.
+
+    For bf16 the round-to-nearest-even is done on the bit pattern: TorchInductor drops a plain
+    ``.to(bfloat16).float()`` round trip inside a fused kernel (``emulate_precision_casts`` is off by
+    default), which would silently turn the compiled table back into an exact fp32 one. Same values as
+    ``x.to(torch.bfloat16).float()`` for finite ``x``.
+    """
+    if dtype != torch.bfloat16:
+        return x.to(dtype).float()
+    bits = x.view(torch.int32)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
+    return bits.view(torch.float32)
 
 
 def apply_interleaved_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,696 @@
+"""Fish Audio S2 Dual-AR model: a slow AR over text/semantic tokens and a fast AR over the codebooks of a frame.
+
+The module tree mirrors the official checkpoint so its keys load without any mapping (DESIGN D1):
+
+    text_model.model.{embeddings, layers.N.{attention.{wqkv, wo, q_norm, k_norm}, attention_norm,
+                      feed_forward.{w1, w2, w3}, ffn_norm}, norm}      slow AR (SPEC §2)
+    text_model.lm_head                                                 only when the head is untied
+    audio_decoder.{codebook_embeddings, project_in, embeddings, layers.N..., norm, output}   fast AR (SPEC §3)
+
+Numerics follow the reference (SPEC §9): interleaved RoPE with a bf16-rounded cos/sin table computed from the
+positions in use (no 32k-position table), fp32 RMSNorm cast back before the weight, ``torch.nn.RMSNorm`` for
+the per-head q/k norms (what the reference uses there), and semantic-position input embeddings
+``(token + Σ codebook embeddings) / √(num_codebooks + 1)``. Attention goes through transformers' attention
+interface (``sdpa`` by default, ``eager``) and keys/values through transformers ``Cache`` objects; masks are
+built from cache slots and the attention mask, never as a ``max_seq_len²`` buffer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache, StaticCache, StaticLayer
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput, can_return_tuple
+
+from .configuration_fish_s2 import FishS2AudioDecoderConfig, FishS2Config, FishS2TextConfig
+from .layers import (
+    FishS2FeedForward,
+    FishS2RMSNorm,
+    apply_interleaved_rope,
+    rope_cos_sin,
+    rope_inverse_frequencies,
+)
+
+TransformerConfig = FishS2TextConfig | FishS2AudioDecoderConfig
+
+
+class FishS2CheckpointError(RuntimeError):
+    """A checkpoint that does not match the model: missing, unexpected or wrongly shaped tensors, bad files."""
+
+
+@dataclass
+class FishS2Output(ModelOutput):
+    """Output of :meth:`FishS2ForConditionalGeneration.forward`.
+
+    Args:
+        loss: slow-AR token cross-entropy + fast-AR codebook cross-entropy (only with ``labels``).
+        logits: slow-AR logits ``[B, T', vocab]`` (``T'`` set by ``logits_to_keep``).
+        last_hidden_state: final-normed slow-AR hidden state ``[B, T', dim]``, sliced like ``logits``; this is
+            what the fast AR is fed (SPEC §2.4).
+        cache: the slow AR's cache, when caching (also readable as ``past_key_values``; transformers 5.24
+            renamed the output field to ``cache``).
+        fast_logits: teacher-forced fast-AR logits ``[n_frames, num_codebooks, codebook_size]`` for the labelled
+            semantic frames (only with ``labels``).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    cache: Cache | None = None
+    fast_logits: torch.FloatTensor | None = None
+
+    @property
+    def past_key_values(self) -> Cache | None:
+        return self.cache
+
+
+def rotary_cos_sin(
+    config: TransformerConfig, position_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference-rounded RoPE cos/sin ``[B, T, head_dim/2]`` for ``position_ids [B, T]``.
+
+    The inverse frequencies are recomputed per call (64 values) rather than kept in a buffer, so a
+    ``model.to(torch.bfloat16)`` can never round them.
+    """
+    inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_base, device=position_ids.device)
+    return rope_cos_sin(position_ids, inv_freq)
+
+
+def seek_static_cache(cache: Cache, slot: torch.Tensor | int) -> None:
+    """Make the next update of every static layer of ``cache`` write at ``slot`` (and mask from there).
+
+    transformers' ``StaticLayer`` appends at its ``cumulative_length``; setting it in place (a 0-d tensor with a
+    static address) keeps the step graph-capturable. Dynamic layers always append and are left alone.
+    """
+    for layer in cache.layers:
+        if isinstance(layer, StaticLayer):
+            if isinstance(slot, torch.Tensor):
+                layer.cumulative_length.copy_(slot.reshape(()))
+            else:
+                layer.cumulative_length.fill_(slot)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention with grouped-query heads (KV head ``g`` serves query heads ``g·r … g·r+r-1``)."""
+    key = key.repeat_interleave(module.num_key_value_groups, dim=1)
+    value = value.repeat_interleave(module.num_key_value_groups, dim=1)
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+class FishS2Attention(nn.Module):
+    """Grouped-query attention with a fused ``wqkv`` projection, optional per-head q/k RMSNorm and interleaved RoPE."""
+
+    def __init__(self, config: TransformerConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_heads = config.n_head
+        self.num_key_value_heads = config.n_local_heads
+        self.num_key_value_groups = config.n_head // config.n_local_heads
+        self.scaling = config.head_dim**-0.5
+        self.is_causal = True
+        self.split_sizes = [
+            h * config.head_dim for h in (config.n_head, config.n_local_heads, config.n_local_heads)
+        ]
+        self.wqkv = nn.Linear(config.dim, sum(self.split_sizes), bias=config.attention_qkv_bias)
+        self.wo = nn.Linear(config.n_head * config.head_dim, config.dim, bias=config.attention_o_bias)
+        # The reference uses torch's own RMSNorm here (not the fp32-then-cast one): keep its exact numerics.
+        self.q_norm = nn.RMSNorm(config.head_dim, eps=config.norm_eps) if config.attention_qk_norm else None
+        self.k_norm = nn.RMSNorm(config.head_dim, eps=config.norm_eps) if config.attention_qk_norm else None
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, _ = hidden_states.shape
+        query, key, value = self.wqkv(hidden_states).split(self.split_sizes, dim=-1)
+        query = query.view(batch, length, self.num_heads, self.head_dim)
+        key = key.view(batch, length, self.num_key_value_heads, self.head_dim)
+        value = value.view(batch, length, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            query, key = self.q_norm(query), self.k_norm(key)
+        cos, sin = position_embeddings
+        query = apply_interleaved_rope(query.transpose(1, 2), cos, sin)
+        key = apply_interleaved_rope(key.transpose(1, 2), cos, sin)
+
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
+
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.config.dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return self.wo(output.reshape(batch, length, -1)), weights
+
+
+class FishS2PreTrainedModel(PreTrainedModel):
+    """Shared base of the whole model and of its two parts (each part is a sub-model with its own sub-config, so
+    transformers sets and checks their attention implementation like any composite model's)."""
+
+    config_class = FishS2Config  # explicit: the `config:` annotation is a string under postponed evaluation
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    input_modalities = ("text", "audio")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["FishS2DecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _can_compile_fullgraph = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Stock ``from_pretrained`` (``dtype=``, ``device_map=``, quantization, sharded or single-file
+        safetensors), but strict: a checkpoint with missing, unexpected or wrongly shaped tensors raises
+        :class:`FishS2CheckpointError` naming the keys and files instead of leaving random weights behind
+        (the reference loader hides them, SPEC §9.22). ``ignore_mismatched_sizes=True`` keeps transformers'
+        behaviour for shapes (re-initialise and warn); missing/unexpected keys are always an error.
+        """
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        local_dir = _local_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
+        key_to_file = _check_safetensors_files(local_dir) if local_dir is not None else {}
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path,
+                *model_args,
+                ignore_mismatched_sizes=True,  # report shapes ourselves, naming the file
+                output_loading_info=True,
+                **kwargs,
+            )
+        except SafetensorError as err:
+            raise FishS2CheckpointError(
+                f"Could not read the safetensors weights of {pretrained_model_name_or_path}: {err}. The download may "
+                "be incomplete; delete the cached files and download them again."
+            ) from err
+        _raise_on_load_problems(
+            cls.__name__, pretrained_model_name_or_path, loading_info, key_to_file, ignore_mismatched_sizes
+        )
+        return (model, loading_info) if output_loading_info else model
+
+
+class FishS2DecoderLayer(GradientCheckpointingLayer):
+    """Pre-norm block: ``h = x + attn(norm(x))``; ``out = h + ffn(norm(h))``."""
+
+    def __init__(self, config: TransformerConfig, layer_idx: int):
+        super().__init__()
+        self.attention = FishS2Attention(config, layer_idx)
+        self.feed_forward = FishS2FeedForward(config.dim, config.intermediate_size)
+        self.attention_norm = FishS2RMSNorm(config.dim, eps=config.norm_eps)
+        self.ffn_norm = FishS2RMSNorm(config.dim, eps=config.norm_eps)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        attended, _ = self.attention(
+            self.attention_norm(hidden_states), position_embeddings, attention_mask, cache, **kwargs
+        )
+        hidden_states = hidden_states + attended
+        return hidden_states + self.feed_forward(self.ffn_norm(hidden_states))
+
+
+class FishS2TextTransformer(nn.Module):
+    """The slow AR body (checkpoint prefix ``text_model.model``): embeddings, blocks, final norm."""
+
+    def __init__(self, config: FishS2TextConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(FishS2DecoderLayer(config, i) for i in range(config.n_layer))
+        self.norm = FishS2RMSNorm(config.dim, eps=config.norm_eps)
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        cache_position: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """Run the blocks over ``inputs_embeds [B, T, D]`` and return the final-normed hidden state."""
+        length = inputs_embeds.shape[1]
+        if cache is not None and cache_position is not None:
+            seek_static_cache(cache, cache_position[0])
+        if cache_position is not None:
+            first_slot = cache_position[0]
+        else:
+            first_slot = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:
+            position_ids = _position_ids(attention_mask, first_slot, length, inputs_embeds.device)
+
+        mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+        )
+        position_embeddings = rotary_cos_sin(self.config, position_ids)
+        hidden_states = inputs_embeds
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                position_embeddings=position_embeddings,
+                attention_mask=mask,
+                cache=cache,
+                **kwargs,
+            )
+        return self.norm(hidden_states)
+
+
+def _position_ids(
+    attention_mask: torch.Tensor | None, first_slot: torch.Tensor | int, length: int, device: torch.device
+) -> torch.LongTensor:
+    """RoPE positions of the cache slots ``first_slot … first_slot+length-1``.
+
+    With a 2-D attention mask over the cache slots (left padding), a token's position is the number of real
+    tokens before it, so every row starts at position 0 whatever its padding.
+    """
+    slots = torch.arange(length, device=device) + first_slot
+    if attention_mask is None:
+        return slots[None]
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions[:, slots].clamp(min=0)
+
+
+class FishS2TextModel(FishS2PreTrainedModel):
+    """The slow AR (checkpoint prefix ``text_model``): the transformer plus its output head.
+
+    The released model ties the head to the input embeddings, so ``lm_head`` only exists when
+    ``tie_word_embeddings`` is false (the reference silently ignores an untied head; we load it).
+    """
+
+    config_class = FishS2TextConfig
+
+    def __init__(self, config: FishS2TextConfig):
+        super().__init__(config)
+        self.model = FishS2TextTransformer(config)
+        self.lm_head = (
+            None if config.tie_word_embeddings else nn.Linear(config.dim, config.vocab_size, bias=False)
+        )
+        self.post_init()
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Project final-normed hidden states to the token vocabulary."""
+        if self.lm_head is None:
+            return F.linear(hidden_states, self.model.embeddings.weight)
+        return self.lm_head(hidden_states)
+
+
+class FishS2AudioDecoder(FishS2PreTrainedModel):
+    """The fast AR (checkpoint prefix ``audio_decoder``): predicts codebooks 0…n-1 of one frame.
+
+    Its sequence for a frame is ``[project_in(h), emb(c_0), …, emb(c_{n-2})]`` where ``h`` is the slow AR's
+    final-normed hidden state at the position that predicts the frame; output ``k`` predicts codebook ``k``
+    (output 0 duplicates the slow AR's semantic prediction and is only used in training).
+    ``codebook_embeddings`` lives here in the checkpoint but feeds the *slow* AR's input (see
+    :meth:`FishS2ForConditionalGeneration.embed_inputs`).
+    """
+
+    config_class = FishS2AudioDecoderConfig
+
+    def __init__(self, config: FishS2AudioDecoderConfig):
+        super().__init__(config)
+        self.codebook_embeddings = nn.Embedding(config.vocab_size * config.num_codebooks, config.text_dim)
+        self.project_in = (
+            nn.Linear(config.text_dim, config.dim) if config.text_dim != config.dim else nn.Identity()
+        )
+        self.embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(FishS2DecoderLayer(config, i) for i in range(config.n_layer))
+        self.norm = FishS2RMSNorm(config.dim, eps=config.norm_eps)
+        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.post_init()
+
+    def embed_codes(self, codes: torch.LongTensor) -> torch.Tensor:
+        """Fast-AR input embedding of codes (one table shared by all codebooks): ``[...] → [..., dim]``."""
+        return self.embeddings(codes)
+
+    def forward(self, hidden_states: torch.Tensor, codes: torch.LongTensor) -> torch.Tensor:
+        """Teacher-forced pass: ``hidden_states [N, text_dim]``, ``codes [N, num_codebooks]`` →
+        logits ``[N, num_codebooks, codebook_size]`` (entry ``k`` predicts ``codes[:, k]``)."""
+        num_codebooks = self.config.num_codebooks
+        if hidden_states.dim() != 2 or hidden_states.shape[-1] != self.config.text_dim:
+            raise ValueError(
+                f"hidden_states must be [N, {self.config.text_dim}] (one slow-AR hidden state per frame), got "
+                f"{tuple(hidden_states.shape)}"
+            )
+        if codes.shape != (hidden_states.shape[0], num_codebooks):
+            raise ValueError(
+                f"codes must be [N, num_codebooks] = [{hidden_states.shape[0]}, {num_codebooks}], got {tuple(codes.shape)}"
+            )
+        inputs_embeds = torch.cat(
+            [self.project_in(hidden_states)[:, None], self.embed_codes(codes[:, :-1])], dim=1
+        )
+        position_ids = torch.arange(num_codebooks, device=inputs_embeds.device)[None]
+        return self._run(inputs_embeds, position_ids, cache=None)
+
+    def decode_step(
+        self, inputs_embeds: torch.Tensor, position: torch.LongTensor | int, past_key_values: Cache
+    ) -> torch.Tensor:
+        """One fast-AR position for ``N`` frames at once: ``inputs_embeds [N, 1, dim]`` → logits ``[N, codebook_size]``.
+
+        Writes keys/values at slot ``position`` of ``past_key_values`` (a cache from :meth:`make_fast_cache`) and
+        attends to slots ``0…position``, so a cache is reused across frames without clearing: a frame restarts at
+        position 0 with ``project_in(hidden)`` and continues at position ``k`` with ``embed_codes(c_{k-1})``.
+        ``position`` may be an int or a 0-d/1-element tensor (a tensor avoids recompiling per position).
+        """
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[1] != 1:
+            raise ValueError(
+                f"inputs_embeds must be [N, 1, {self.config.dim}], got {tuple(inputs_embeds.shape)}"
+            )
+        seek_static_cache(past_key_values, position)
+        if isinstance(position, torch.Tensor):
+            position_ids = position.reshape(1, 1).to(device=inputs_embeds.device, dtype=torch.long)
+        else:
+            position_ids = torch.full((1, 1), position, dtype=torch.long, device=inputs_embeds.device)
+        return self._run(inputs_embeds, position_ids, cache=past_key_values)[:, 0]
+
+    def make_fast_cache(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> StaticCache:
+        """A ``StaticCache`` with ``num_codebooks`` slots for :meth:`decode_step`, allocated up front.
+
+        ``device``/``dtype`` default to the fast AR's norm weight (never quantized, so it is the compute dtype).
+        """
+        device = self.norm.weight.device if device is None else device
+        dtype = self.norm.weight.dtype if dtype is None else dtype
+        cache = StaticCache(config=self.config, max_cache_len=self.config.num_codebooks)
+        cache.early_initialization(
+            batch_size, self.config.n_local_heads, self.config.head_dim, dtype, torch.device(device)
+        )
+        return cache
+
+    def _run(
+        self, inputs_embeds: torch.Tensor, position_ids: torch.LongTensor, cache: Cache | None
+    ) -> torch.Tensor:
+        mask = create_causal_mask(
+            config=self.config, inputs_embeds=inputs_embeds, attention_mask=None, cache=cache
+        )
+        position_embeddings = rotary_cos_sin(self.config, position_ids)
+        hidden_states = inputs_embeds
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states, position_embeddings=position_embeddings, attention_mask=mask, cache=cache
+            )
+        return self.output(self.norm(hidden_states))
+
+
+class FishS2ForConditionalGeneration(FishS2PreTrainedModel):
+    """Fish Audio S2 Dual-AR text-to-speech model (slow AR over tokens + fast AR over codebooks).
+
+    Inputs are token ids ``[B, T]`` plus the codes of the audio frames they carry ``[B, num_codebooks, T]``
+    (zeros at text positions), as built by ``FishS2Processor``.
+    """
+
+    def __init__(self, config: FishS2Config):
+        super().__init__(config)
+        self.text_model = FishS2TextModel(config.text_config)
+        self.audio_decoder = FishS2AudioDecoder(config.audio_decoder_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.text_model.model.embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.text_model.model.embeddings = value
+
+    def get_output_embeddings(self) -> nn.Linear | None:
+        return self.text_model.lm_head
+
+    def embed_inputs(
+        self, input_ids: torch.LongTensor, audio_codes: torch.LongTensor | None = None
+    ) -> torch.Tensor:
+        """Slow-AR input embeddings ``[B, T, D]`` (SPEC §2.2).
+
+        Text positions: the token embedding. Semantic positions (``<|semantic:k|>`` ids): token embedding plus
+        the sum of the ``num_codebooks`` codebook embeddings of that frame, all divided by
+        ``√(num_codebooks + 1)``. ``audio_codes=None`` means all-zero codes (the reference's layout for text).
+        """
+        num_codebooks, codebook_size = self.config.num_codebooks, self.config.codebook_size
+        batch, length = input_ids.shape
+        if audio_codes is None:
+            audio_codes = input_ids.new_zeros(batch, num_codebooks, length)
+        elif audio_codes.shape != (batch, num_codebooks, length):
+            raise ValueError(
+                f"audio_codes must be [batch, num_codebooks, seq_len] = [{batch}, {num_codebooks}, {length}] to match "
+                f"input_ids {tuple(input_ids.shape)}, got {tuple(audio_codes.shape)}"
+            )
+        embeds = self.text_model.model.embeddings(input_ids)
+        offsets = torch.arange(num_codebooks, device=input_ids.device) * codebook_size
+        codebook_sum = self.audio_decoder.codebook_embeddings(audio_codes + offsets[:, None]).sum(dim=1)
+        is_semantic = (input_ids >= self.config.semantic_start_token_id) & (
+            input_ids <= self.config.semantic_end_token_id
+        )
+        is_semantic = is_semantic[..., None]
+        embeds = embeds + torch.where(is_semantic, codebook_sum, 0)
+        return torch.where(is_semantic, embeds / math.sqrt(num_codebooks + 1), embeds)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        audio_codes: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        cache_position: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> FishS2Output:
+        """Slow-AR forward pass.
+
+        Args:
+            input_ids: token ids ``[B, T]`` (or pass ``inputs_embeds [B, T, D]`` from :meth:`embed_inputs`).
+            audio_codes: codes ``[B, num_codebooks, T]`` of the frames at semantic positions.
+            attention_mask: ``[B, past + T]`` over cache slots, 0 for (left) padding. Without ``position_ids``,
+                positions are derived from it so every row starts at 0.
+            position_ids: RoPE positions ``[B, T]``.
+            past_key_values: a transformers ``Cache``; a ``DynamicCache`` is created when ``use_cache``.
+            use_cache: defaults to ``config.use_cache`` in eval mode and ``False`` in training mode.
+            labels: ``[B, T]`` token ids, ``-100`` to ignore; shifted inside like any causal LM. Adds the slow
+                cross-entropy and, for every labelled next token that is semantic, the fast AR's teacher-forced
+                cross-entropy over all codebooks of that frame (targets from ``audio_codes``). Inputs use the
+                inference embedding rule (÷√11 at semantic positions); the reference's own fine-tuning path
+                skips that scale (SPEC §9.12), so its fine-tunes see inputs that inference never produces.
+            logits_to_keep: keep only the last ``n`` positions (int) or these indices (tensor) of
+                ``logits``/``last_hidden_state``; ``0`` keeps all.
+            cache_position: cache slots ``[T]`` written by this call (used with a ``StaticCache``, e.g. to restart
+                a static decode); by default tokens are appended after the cached ones.
+            cache: transformers ≥ 5.24's name for ``past_key_values``; pass at most one of them.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        if cache is not None:
+            if past_key_values is not None:
+                raise ValueError("Pass the cache as `past_key_values` or as `cache`, not both.")
+            past_key_values = cache
+        if inputs_embeds is None:
+            self._check_token_ranges(input_ids, audio_codes)
+            inputs_embeds = self.embed_inputs(input_ids, audio_codes)
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+
+        hidden_states = self.text_model.model(
+            inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=past_key_values,
+            cache_position=cache_position,
+            **kwargs,
+        )
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        kept_hidden = hidden_states[:, keep]
+        logits = self.text_model.compute_logits(kept_hidden)
+
+        loss = fast_logits = None
+        if labels is not None:
+            if kept_hidden.shape[1] != hidden_states.shape[1]:
+                raise ValueError("`labels` needs logits for every position: leave `logits_to_keep` at 0.")
+            loss, fast_logits = self._training_loss(hidden_states, logits, labels, audio_codes)
+
+        return FishS2Output(
+            loss=loss,
+            logits=logits,
+            last_hidden_state=kept_hidden,
+            cache=past_key_values if use_cache else None,
+            fast_logits=fast_logits,
+        )
+
+    def _check_token_ranges(self, input_ids: torch.LongTensor, audio_codes: torch.LongTensor | None) -> None:
+        """Out-of-range ids would index another codebook's rows silently (or fail deep in torch): reject them.
+
+        Skipped while compiling (it reads tensor values).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, seq_len], got shape {tuple(input_ids.shape)}")
+        if torch.compiler.is_compiling():
+            return
+        vocab_size = self.config.text_config.vocab_size
+        if ((input_ids < 0) | (input_ids >= vocab_size)).any():
+            raise ValueError(f"input_ids holds ids outside the vocabulary [0, {vocab_size})")
+        codebook_size = self.config.codebook_size
+        if audio_codes is not None and ((audio_codes < 0) | (audio_codes >= codebook_size)).any():
+            raise ValueError(f"audio_codes holds codes outside [0, {codebook_size}) (the codebook size)")
+
+    def _training_loss(
+        self,
+        hidden_states: torch.Tensor,
+        logits: torch.Tensor,
+        labels: torch.LongTensor,
+        audio_codes: torch.LongTensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if labels.shape != hidden_states.shape[:2]:
+            raise ValueError(
+                f"labels must be [batch, seq_len] = {tuple(hidden_states.shape[:2])}, got {tuple(labels.shape)}"
+            )
+        targets = labels[:, 1:]
+        slow_loss = F.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100
+        )
+
+        # Positions whose next token is a labelled semantic token predict that frame's codebooks.
+        is_frame = (targets >= self.config.semantic_start_token_id) & (
+            targets <= self.config.semantic_end_token_id
+        )
+        num_codebooks, codebook_size = self.config.num_codebooks, self.config.codebook_size
+        if not is_frame.any():
+            empty = logits.new_zeros(0, num_codebooks, codebook_size)
+            return slow_loss, empty
+        if audio_codes is None:
+            raise ValueError(
+                "labels contain semantic tokens: pass the frames' `audio_codes` for the fast-AR loss."
+            )
+        frame_hidden = hidden_states[:, :-1][is_frame]
+        frame_codes = audio_codes[:, :, 1:].transpose(1, 2)[is_frame]
+        fast_logits = self.audio_decoder(frame_hidden, frame_codes)
+        fast_loss = F.cross_entropy(fast_logits.flatten(0, 1).float(), frame_codes.flatten())
+        return slow_loss + fast_loss, fast_logits
+
+
+def _local_checkpoint_dir(name_or_path: str | os.PathLike, subfolder: str) -> Path | None:
+    path = Path(name_or_path) / subfolder
+    return path if path.is_dir() else None
+
+
+def _check_safetensors_files(directory: Path) -> dict[str, str]:
+    """Open every safetensors file of a local checkpoint before loading, so a truncated or missing shard is
+    reported by name. Returns ``{tensor key: file name}`` for later error messages."""
+    index_path = directory / "model.safetensors.index.json"
+    if index_path.is_file():
+        try:
+            weight_map = json.loads(index_path.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise FishS2CheckpointError(f"{index_path} is not a valid safetensors index ({err!r})") from err
+        files = sorted(set(weight_map.values()))
+        for file in files:
+            if not (directory / file).is_file():
+                raise FishS2CheckpointError(
+                    f"{directory / file} is listed in {index_path.name} but does not exist"
+                )
+    elif (directory / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        return {}
+    key_to_file = {}
+    for file in files:
+        try:
+            with safe_open(directory / file, framework="pt") as handle:
+                key_to_file.update(dict.fromkeys(handle.keys(), file))
+        except SafetensorError as err:
+            raise FishS2CheckpointError(
+                f"{directory / file} is not a readable safetensors file ({err}); it is probably truncated or "
+                "corrupted — download it again"
+            ) from err
+    return key_to_file
+
+
+def _raise_on_load_problems(
+    model_name: str,
+    checkpoint: str | os.PathLike,
+    loading_info: dict,
+    key_to_file: dict[str, str],
+    ignore_mismatched_sizes: bool,
+) -> None:
+    def listing(keys: list[str], describe) -> str:
+        shown = [f"    {describe(key)}" for key in keys[:20]]
+        if len(keys) > 20:
+            shown.append(f"    ... and {len(keys) - 20} more")
+        return "\n".join(shown)
+
+    def where(key: str) -> str:
+        return f" (in {key_to_file[key]})" if key in key_to_file else ""
+
+    problems = []
+    if missing := sorted(loading_info["missing_keys"]):
+        problems.append(f"  {len(missing)} tensor(s) missing from the checkpoint:\n" + listing(missing, str))
+    if unexpected := sorted(loading_info["unexpected_keys"]):
+        problems.append(
+            f"  {len(unexpected)} unexpected tensor(s) the model has no place for:\n"
+            + listing(unexpected, lambda k: k + where(k))
+        )
+    mismatched = sorted(loading_info["mismatched_keys"])
+    if mismatched and not ignore_mismatched_sizes:
+        shapes = {key: (list(ckpt), list(model)) for key, ckpt, model in mismatched}
+        problems.append(
+            f"  {len(mismatched)} tensor(s) with the wrong shape:\n"
+            + listing(
+                list(shapes),
+                lambda k: f"{k}{where(k)}: checkpoint {shapes[k][0]}, model expects {shapes[k][1]}",
+            )
+        )
+    if problems:
+        raise FishS2CheckpointError(
+            f"Checkpoint {checkpoint} does not match {model_name} (is config.json from the same checkpoint?):\n"
+            + "\n".join(problems)
+        )
