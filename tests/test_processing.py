@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 
 import numpy as np
 import pytest
@@ -12,8 +13,11 @@ import soundfile
 import soxr
 import torch
 from conftest import EXPECTED, TINY
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
+from transformers_fish_s2.processing.markup import user_message_text
 from transformers_fish_s2.processing.processing_fish_s2 import FishS2Processor
 
 CASES = {case["name"]: case for case in json.loads((EXPECTED / "inputs.json").read_text())["cases"]}
@@ -424,3 +428,47 @@ def test_bad_decode_inputs(processor):
     ]:
         with pytest.raises(error, match=re.escape(message)):
             processor.decode(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Property: any text builds a prompt that decodes back to it, or raises a documented error
+# ----------------------------------------------------------------------------------------------------
+
+# Arbitrary Unicode (surrogates included) mixed with markup and reserved-token fragments.
+FRAGMENTS = ["<|speaker:0|>", "<|speaker:12|>", "<|speaker:x|>", "<|im_end|>", "<|semantic:3|>", "[laughing]",
+             "<|", "|>", " ", "\n", "e\u0301", "你好", "\udc80"]  # fmt: skip
+TEXTS = st.lists(
+    st.one_of(st.text(st.characters(exclude_categories=()), max_size=12), st.sampled_from(FRAGMENTS)),
+    max_size=6,
+).map("".join)
+DOCUMENTED_ERRORS = re.compile(
+    r"^text (is empty or only whitespace|is not valid Unicode text|has only speaker tags and whitespace|"
+    r"has a malformed speaker tag|contains the reserved token)"
+)
+
+
+@pytest.fixture(scope="module")
+def text_processor() -> FishS2Processor:
+    return FishS2Processor.from_pretrained(TINY, load_codec=False)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=TEXTS)
+def test_any_text_round_trips_or_raises_a_documented_error(text_processor, text):
+    try:
+        batch = text_processor(text)
+    except ValueError as error:
+        assert DOCUMENTED_ERRORS.match(str(error)), str(error)
+        return
+    # What is spoken is the reference's user message (speaker turns re-joined), NFC-normalised by the
+    # tokenizer (its tokenizer.json normalizer); byte-level BPE is otherwise lossless.
+    spoken = unicodedata.normalize("NFC", user_message_text(text))
+    expected = (
+        "<|im_start|>system\nconvert the provided text to speech<|im_end|>\n"
+        f"<|im_start|>user\n{spoken}<|im_end|>\n<|im_start|>assistant\n<|voice|>"
+    )
+    decoded = text_processor.tokenizer.decode(
+        batch["input_ids"][0].tolist(), clean_up_tokenization_spaces=False
+    )
+    assert decoded == expected
+    assert batch["attention_mask"].all() and not batch["audio_codes"].any()

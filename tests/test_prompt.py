@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 
 import numpy as np
 import pytest
 import torch
 from conftest import EXPECTED, TINY
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from transformers_fish_s2.processing.markup import chunk_text, user_message_text
+from transformers_fish_s2.processing.markup import chunk_text
 from transformers_fish_s2.processing.prompt import FishS2Conversation, PromptEncoder, tag_transcripts
 
 CASES = json.loads((EXPECTED / "inputs.json").read_text())["cases"]
@@ -120,47 +117,3 @@ def test_reference_codes_check_uses_the_codec_range(encoder):
         encoder.check_codes(codes, name="c", residual_size=32)
     with pytest.raises(ValueError, match=re.escape("c must have shape [10, T] with T >= 1")):
         encoder.check_codes(torch.zeros(10, 0, dtype=torch.long), name="c")
-
-
-# Texts are arbitrary Unicode (surrogates included) mixed with markup and reserved-token fragments.
-FRAGMENTS = [
-    "<|speaker:0|>",
-    "<|speaker:12|>",
-    "<|speaker:x|>",
-    "<|im_end|>",
-    "<|semantic:3|>",
-    "[laughing]",
-    "<|",
-    "|>",
-    " ",
-    "\n",
-    "e\u0301",
-    "你好",
-    "\udc80",
-]
-TEXTS = st.lists(
-    st.one_of(st.text(st.characters(exclude_categories=()), max_size=12), st.sampled_from(FRAGMENTS)),
-    max_size=6,
-).map("".join)
-DOCUMENTED_ERRORS = re.compile(
-    r"^text (is empty or only whitespace|is not valid Unicode text|has only speaker tags and whitespace|"
-    r"has a malformed speaker tag|contains the reserved token)"
-)
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=TEXTS)
-def test_any_text_round_trips_or_raises_a_documented_error(encoder, text):
-    try:
-        input_ids, audio_codes = FishS2Conversation(encoder).prompt_for(text)
-    except ValueError as error:
-        assert DOCUMENTED_ERRORS.match(str(error)), str(error)
-        return
-    # The tokenizer NFC-normalises text (tokenizer.json normalizer); everything else is lossless.
-    spoken = unicodedata.normalize("NFC", user_message_text(text))
-    expected = (
-        "<|im_start|>system\nconvert the provided text to speech<|im_end|>\n"
-        f"<|im_start|>user\n{spoken}<|im_end|>\n<|im_start|>assistant\n<|voice|>"
-    )
-    assert encoder.tokenizer.decode(input_ids.tolist(), clean_up_tokenization_spaces=False) == expected
-    assert not audio_codes.any()

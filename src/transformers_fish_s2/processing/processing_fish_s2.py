@@ -154,6 +154,13 @@ class FishS2Processor(ProcessorMixin):
         Returns:
             ``BatchFeature`` with ``input_ids [B, T]``, ``audio_codes [B, num_codebooks, T]`` (0 outside the
             reference audio) and ``attention_mask [B, T]``, left-padded with ``<|pad|>``.
+
+        Raises:
+            ValueError / TypeError naming the argument (``text[1]``, ``references[0]['codes']``, ...): empty or
+            whitespace-only text, text that is not valid Unicode, a reserved token, a malformed speaker tag,
+            a reference without transcript or without audio/codes, unreadable/empty/non-finite audio, codes
+            of the wrong shape, dtype or range, a prompt that does not fit ``max_length``.
+            FileNotFoundError naming the path of a missing reference file.
         """
         if kwargs:
             raise TypeError(f"FishS2Processor got unexpected keyword argument(s) {sorted(kwargs)}")
@@ -193,7 +200,7 @@ class FishS2Processor(ProcessorMixin):
         turns and ``chunk_length`` UTF-8 bytes (default ``self.chunk_length``). Text before the first speaker
         tag is dropped, as in the reference.
         """
-        validate_text(text, reserved=self.prompt_encoder.reserved, allow_control_tokens=True)
+        validate_text(text)
         return split_into_chunks(
             text,
             chunk_length=self.chunk_length if chunk_length is None else chunk_length,
