@@ -1,0 +1,293 @@
+"""Configuration of the S2 codec (the "modded DAC", SPEC §6).
+
+Defaults are the official ``fish_speech/configs/modded_dac_vq.yaml``. The authors ship that file as a
+hydra config; :meth:`FishS2CodecConfig.from_hydra` reads it (plain YAML, anchors included) without
+hydra or omegaconf.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import PreTrainedConfig
+
+# Keys of the authors' hydra config that only matter for training or for hydra itself.
+_HYDRA_IGNORED_KEYS = frozenset(
+    {
+        "_target_",
+        "_partial_",
+        "block_size",
+        "dropout_rate",
+        "attn_dropout_rate",
+        "quantizer_dropout",
+        "channels_first",
+        "causal",
+        "n_local_heads",
+    }
+)
+
+
+class FishS2CodecConfig(PreTrainedConfig):
+    r"""Hyper-parameters of the S2 codec: causal 44.1 kHz modded DAC with 10 codebooks.
+
+    Args:
+        sampling_rate: audio sample rate in Hz (the YAML's ``sample_rate``).
+        encoder_dim: channels of the first encoder conv; doubled by each encoder block, so the latent
+            has ``encoder_dim * 2**len(encoder_rates)`` channels (1024).
+        encoder_rates: strides of the encoder blocks (their product is ``hop_length`` = 512).
+        encoder_transformer_layers: window-transformer layers after each encoder block.
+        encoder_transformer_head_dim: head size of the encoder transformers; they have ``dim // 64`` heads
+            and an FFN of ``3 * dim`` (hard-wired in the reference).
+        encoder_transformer_window_size: causal attention window of the encoder transformers. The YAML
+            does not set it; the reference falls back to 512 (SPEC §6.2).
+        decoder_dim: channels of the first decoder conv; halved by each decoder block.
+        decoder_rates: strides of the decoder's transposed convs.
+        num_codebooks: total codebooks per frame: 1 semantic + ``num_codebooks - 1`` residual.
+        semantic_codebook_size: entries of codebook 0.
+        codebook_size: entries of each residual codebook.
+        codebook_dim: size of a codebook vector.
+        downsample_factor: strides of the quantizer's extra down/up-sampling stages (frame = 512·4 samples).
+        quantizer_transformer_layers / _heads / _head_dim / _intermediate_size / _window_size: the two
+            window transformers around the quantizer (``pre_module`` for encoding, ``post_module`` for
+            decoding).
+        rope_base: RoPE base of every codec transformer.
+        norm_eps: RMSNorm epsilon of every codec transformer.
+        decoder_only: build (and load) only what decoding needs: no encoder, no quantizer downsampling,
+            no ``pre_module`` and no codebook input projections.
+    """
+
+    model_type = "fish_s2_codec"
+    attribute_map = {"sample_rate": "sampling_rate"}
+
+    sampling_rate: int = 44100
+    encoder_dim: int = 64
+    encoder_rates: list[int] | tuple[int, ...] = (2, 4, 8, 8)
+    encoder_transformer_layers: list[int] | tuple[int, ...] = (0, 0, 0, 4)
+    encoder_transformer_head_dim: int = 64
+    encoder_transformer_window_size: int = 512
+    decoder_dim: int = 1536
+    decoder_rates: list[int] | tuple[int, ...] = (8, 8, 4, 2)
+    num_codebooks: int = 10
+    semantic_codebook_size: int = 4096
+    codebook_size: int = 1024
+    codebook_dim: int = 8
+    downsample_factor: list[int] | tuple[int, ...] = (2, 2)
+    quantizer_transformer_layers: int = 8
+    quantizer_transformer_heads: int = 16
+    quantizer_transformer_head_dim: int = 64
+    quantizer_transformer_intermediate_size: int = 3072
+    quantizer_transformer_window_size: int = 128
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    decoder_only: bool = False
+
+    def __post_init__(self, **kwargs):
+        self.encoder_rates = list(self.encoder_rates)
+        self.encoder_transformer_layers = list(self.encoder_transformer_layers)
+        self.decoder_rates = list(self.decoder_rates)
+        self.downsample_factor = list(self.downsample_factor)
+        if len(self.encoder_transformer_layers) != len(self.encoder_rates):
+            raise ValueError(
+                f"encoder_transformer_layers needs one entry per encoder block ({len(self.encoder_rates)}), "
+                f"got {self.encoder_transformer_layers}"
+            )
+        if self.num_codebooks < 1:
+            raise ValueError(
+                f"num_codebooks must be >= 1 (1 semantic + residual ones), got {self.num_codebooks}"
+            )
+        if self.decoder_dim % 2 ** len(self.decoder_rates):
+            raise ValueError(
+                f"decoder_dim ({self.decoder_dim}) must be divisible by 2**len(decoder_rates) "
+                f"({2 ** len(self.decoder_rates)}): each decoder block halves the channels"
+            )
+        super().__post_init__(**kwargs)
+
+    @property
+    def latent_dim(self) -> int:
+        """Channels of the encoder output / decoder input (and of the quantizer's transformers)."""
+        return self.encoder_dim * 2 ** len(self.encoder_rates)
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per encoder latent step (the reference's ``codec.hop_length``)."""
+        return math.prod(self.encoder_rates)
+
+    @property
+    def frame_length(self) -> int:
+        """Samples per code frame: the encoder hop times the quantizer's extra downsampling (2048)."""
+        return self.hop_length * math.prod(self.downsample_factor)
+
+    @property
+    def frame_rate(self) -> float:
+        """Code frames per second (21.53 Hz)."""
+        return self.sampling_rate / self.frame_length
+
+    # ------------------------------------------------------------------------------------------------
+    # The authors' hydra config
+    # ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_hydra(cls, hydra_config: dict[str, Any], **kwargs) -> FishS2CodecConfig:
+        """Build the config from the authors' hydra dict (``modded_dac_vq.yaml`` already parsed).
+
+        Every architecture key is mapped; keys that only concern training or hydra are ignored; any
+        other key raises, so an unfamiliar config never silently builds a different codec.
+        """
+        top = dict(hydra_config)
+        general = dict(top.pop("transformer_general_config", None) or {})
+        quantizer = dict(top.pop("quantizer", None) or {})
+        post_module = dict(quantizer.pop("post_module", None) or {})
+        pre_module = quantizer.pop("pre_module", None)
+        if pre_module is not None and pre_module != post_module:
+            raise ValueError(
+                "codec config: quantizer pre_module and post_module must be identical (as in the reference)"
+            )
+        quantizer_transformer = dict(post_module.pop("config", None) or {})
+
+        values: dict[str, Any] = {}
+        _take(
+            top,
+            values,
+            {
+                "sample_rate": "sampling_rate",
+                "encoder_dim": "encoder_dim",
+                "encoder_rates": "encoder_rates",
+                "decoder_dim": "decoder_dim",
+                "decoder_rates": "decoder_rates",
+                "encoder_transformer_layers": "encoder_transformer_layers",
+            },
+        )
+        # The decoder blocks build a transformer but leave it out of the network (SPEC §6.4).
+        top.pop("decoder_transformer_layers", None)
+        latent_dim = top.pop("latent_dim", None)
+        _take(
+            general,
+            values,
+            {
+                "head_dim": "encoder_transformer_head_dim",
+                "rope_base": "rope_base",
+                "norm_eps": "norm_eps",
+            },
+        )
+        # The reference reads the encoder window with getattr(<functools.partial>, "window_size", 512),
+        # which is 512 whatever the YAML says, and ModelArgs.window_size itself is unused.
+        general.pop("window_size", None)
+        if general.pop("n_head", None) is not None or general.pop("dim", None) is not None:
+            raise ValueError(
+                "codec config: transformer_general_config may not set n_head/dim (derived per block)"
+            )
+        n_residual = quantizer.pop("n_codebooks", None)
+        if n_residual is not None:
+            values["num_codebooks"] = int(n_residual) + 1
+        input_dim = quantizer.pop("input_dim", None)
+        _take(
+            quantizer,
+            values,
+            {
+                "codebook_size": "codebook_size",
+                "codebook_dim": "codebook_dim",
+                "semantic_codebook_size": "semantic_codebook_size",
+                "downsample_factor": "downsample_factor",
+            },
+        )
+        _take(post_module, values, {"window_size": "quantizer_transformer_window_size"})
+        transformer_input_dim = post_module.pop("input_dim", None)
+        transformer_dim = quantizer_transformer.pop("dim", None)
+        _take(
+            quantizer_transformer,
+            values,
+            {
+                "n_layer": "quantizer_transformer_layers",
+                "n_head": "quantizer_transformer_heads",
+                "head_dim": "quantizer_transformer_head_dim",
+                "intermediate_size": "quantizer_transformer_intermediate_size",
+            },
+        )
+        for key, reference in (
+            ("rope_base", quantizer_transformer.pop("rope_base", None)),
+            ("norm_eps", quantizer_transformer.pop("norm_eps", None)),
+        ):
+            if reference is not None and key in values and float(reference) != float(values[key]):
+                raise ValueError(
+                    f"codec config: quantizer transformers and encoder transformers differ in {key}"
+                )
+            if reference is not None:
+                values.setdefault(key, reference)
+
+        sections = {
+            "": top,
+            "transformer_general_config": general,
+            "quantizer": quantizer,
+            "quantizer.post_module": post_module,
+            "quantizer.post_module.config": quantizer_transformer,
+        }
+        leftovers = sorted(
+            f"{section}.{key}" if section else key
+            for section, mapping in sections.items()
+            for key in mapping
+            if key not in _HYDRA_IGNORED_KEYS
+        )
+        if leftovers:
+            raise ValueError(f"codec config: unsupported keys {leftovers}")
+        for key in ("rope_base", "norm_eps"):  # YAML reads "1e-5" (no dot) as a string
+            if key in values:
+                values[key] = float(values[key])
+
+        config = cls(**values, **kwargs)
+        expected_dim = config.latent_dim
+        for name, dim in (
+            ("latent_dim", latent_dim),
+            ("quantizer.input_dim", input_dim),
+            ("quantizer.post_module.input_dim", transformer_input_dim),
+            ("quantizer.post_module.config.dim", transformer_dim),
+        ):
+            if dim is not None and int(dim) != expected_dim:
+                raise ValueError(
+                    f"codec config: {name}={dim} but the encoder produces {expected_dim} channels "
+                    "(encoder_dim * 2**len(encoder_rates)); other widths are not supported"
+                )
+        if config.encoder_transformer_head_dim != 64 and any(config.encoder_transformer_layers):
+            raise ValueError(
+                "codec config: the reference gives encoder transformers dim // 64 heads whatever head_dim is; "
+                f"head_dim={config.encoder_transformer_head_dim} is not supported"
+            )
+        return config
+
+    @classmethod
+    def from_codec_config_file(cls, path: str | os.PathLike, **kwargs) -> FishS2CodecConfig:
+        """Read ``codec_config.yaml`` (authors' hydra format) or ``codec_config.json`` (ours or hydra-style)."""
+        path = Path(path)
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) if path.suffix in (".yaml", ".yml") else json.load(handle)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        return cls.from_any(data, **kwargs)
+
+    @classmethod
+    def from_any(cls, config: FishS2CodecConfig | dict | str | os.PathLike, **kwargs) -> FishS2CodecConfig:
+        """Accept a config object, a hydra dict (has ``_target_``), one of our dicts, or a file path."""
+        if isinstance(config, cls):
+            return config
+        if isinstance(config, (str, os.PathLike)):
+            return cls.from_codec_config_file(config, **kwargs)
+        if isinstance(config, dict):
+            if "_target_" in config:
+                return cls.from_hydra(config, **kwargs)
+            data = {k: v for k, v in config.items() if k not in ("model_type", "transformers_version")}
+            return cls(**data, **kwargs)
+        raise TypeError(
+            "codec_config must be a FishS2CodecConfig, a dict, or a path to codec_config.yaml/.json; "
+            f"got {type(config).__name__}"
+        )
+
+
+def _take(source: dict[str, Any], target: dict[str, Any], mapping: dict[str, str]) -> None:
+    """Move ``source[key]`` to ``target[mapping[key]]`` for every key present."""
+    for key, name in mapping.items():
+        if key in source:
+            target[name] = source.pop(key)
