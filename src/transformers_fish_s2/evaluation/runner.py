@@ -91,7 +91,7 @@ def synthesize(
                 return_tensors="pt",
             ).to(model.device)
             with torch.inference_mode():
-                output = model.generate(**inputs, **generation_kwargs)
+                output = model.generate(**inputs, **generation_kwargs, return_dict_in_generate=True)
             audios = processor.decode(output, return_tensors="np")
             if model.device.type == "cuda":
                 torch.cuda.synchronize(model.device)
