@@ -34,7 +34,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, can_return_tuple
 
+from ..quantization import with_default_skip_modules
 from .configuration_fish_s2 import FishS2AudioDecoderConfig, FishS2Config, FishS2TextConfig
+from .generation_fish_s2 import FishS2GenerationMixin
 from .layers import (
     FishS2FeedForward,
     FishS2RMSNorm,
@@ -204,9 +206,13 @@ class FishS2PreTrainedModel(PreTrainedModel):
         :class:`FishS2CheckpointError` naming the keys and files instead of leaving random weights behind
         (the reference loader hides them, SPEC §9.22). ``ignore_mismatched_sizes=True`` keeps transformers'
         behaviour for shapes (re-initialise and warn); missing/unexpected keys are always an error.
+        A ``quantization_config`` without its own skip list gets the package's rule (fast AR and output head stay
+        unquantized; :mod:`transformers_fish_s2.quantization`).
         """
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
+        if kwargs.get("quantization_config") is not None:
+            kwargs["quantization_config"] = with_default_skip_modules(kwargs["quantization_config"])
         local_dir = _local_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
         key_to_file = _check_safetensors_files(local_dir) if local_dir is not None else {}
         try:
@@ -440,7 +446,7 @@ class FishS2AudioDecoder(FishS2PreTrainedModel):
         return self.output(self.norm(hidden_states))
 
 
-class FishS2ForConditionalGeneration(FishS2PreTrainedModel):
+class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixin):
     """Fish Audio S2 Dual-AR text-to-speech model (slow AR over tokens + fast AR over codebooks).
 
     Inputs are token ids ``[B, T]`` plus the codes of the audio frames they carry ``[B, num_codebooks, T]``
