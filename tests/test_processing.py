@@ -16,6 +16,7 @@ from conftest import EXPECTED, TINY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
+from transformers import AutoProcessor
 
 from transformers_fish_s2.processing.markup import user_message_text
 from transformers_fish_s2.processing.processing_fish_s2 import FishS2Processor
@@ -236,6 +237,25 @@ def test_save_pretrained_round_trip(processor, tmp_path):
     torch.testing.assert_close(reloaded.decode(codes), processor.decode(codes), atol=0, rtol=0)
     text_only = FishS2Processor.from_pretrained(tmp_path, load_codec=False, max_length=100)
     assert text_only.codec is None and text_only.max_length == 100
+
+
+def test_auto_processor_resolves_both_layouts(processor, tmp_path):
+    """Importing the package (done by any import from it) registers FishS2Processor with AutoProcessor."""
+    assert type(AutoProcessor.from_pretrained(TINY)) is FishS2Processor  # via config.json's model_type
+    processor.save_pretrained(tmp_path)
+    assert type(AutoProcessor.from_pretrained(tmp_path)) is FishS2Processor  # via processor_config.json
+
+
+def test_codec_config_argument_for_a_bare_codec_pth(tmp_path):
+    """Without codec_config.yaml beside codec.pth, the tiny codec's shape comes from codec_config=."""
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json", "codec.pth"):
+        (tmp_path / name).symlink_to(TINY / name)
+    loaded = FishS2Processor.from_pretrained(tmp_path, codec_config=TINY / "codec_config.yaml")
+    assert loaded.codec.config.codebook_size == 32
+    codes = CODEC["e2e_case2_codes"][:, :4]
+    torch.testing.assert_close(
+        loaded.decode(codes), CODEC["e2e_case2_waveform"][: 4 * 2048], atol=1e-5, rtol=0
+    )
 
 
 def test_missing_codec_is_reported(tmp_path):

@@ -4,7 +4,7 @@ Importing the package registers its classes with transformers' Auto classes, so
 ``AutoModelForTextToWaveform.from_pretrained("fishaudio/s2-pro")`` works after ``import transformers_fish_s2``.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForTextToWaveform
+from transformers import AutoConfig, AutoModel, AutoModelForTextToWaveform, AutoProcessor
 
 from .modeling import (
     FishS2AudioDecoder,
@@ -17,6 +17,7 @@ from .modeling import (
     FishS2TextConfig,
     FishS2TextModel,
 )
+from .processing import FishS2Conversation, FishS2Processor
 
 
 def register_auto_classes() -> None:
@@ -28,6 +29,7 @@ def register_auto_classes() -> None:
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
     for auto_class in (AutoModel, AutoModelForTextToWaveform):
         auto_class.register(FishS2Config, FishS2ForConditionalGeneration, exist_ok=True)
+    AutoProcessor.register(FishS2Config, FishS2Processor, exist_ok=True)
 
 
 register_auto_classes()
@@ -37,9 +39,11 @@ __all__ = [
     "FishS2AudioDecoderConfig",
     "FishS2CheckpointError",
     "FishS2Config",
+    "FishS2Conversation",
     "FishS2ForConditionalGeneration",
     "FishS2Output",
     "FishS2PreTrainedModel",
+    "FishS2Processor",
     "FishS2TextConfig",
     "FishS2TextModel",
     "register_auto_classes",

@@ -447,7 +447,7 @@ class FishS2Processor(ProcessorMixin):
         """
         kwargs.pop("_from_auto", None)
         trust_remote_code = kwargs.pop("trust_remote_code", None)
-        hub = {key: kwargs.pop(key) for key in _HUB_KWARGS if kwargs.get(key) is not None}
+        hub = {key: value for key in _HUB_KWARGS if (value := kwargs.pop(key, None)) is not None}
         init_names = ("max_length", "num_codebooks", "codebook_size", "chunk_length", "reference_cache_size")
         overrides = {key: kwargs.pop(key) for key in init_names if key in kwargs}
         if kwargs:
