@@ -185,55 +185,6 @@ class FishS2Attention(nn.Module):
         return self.wo(output.reshape(batch, length, -1)), weights
 
 
-class FishS2PreTrainedModel(PreTrainedModel):
-    """Shared base of the whole model and of its two parts (each part is a sub-model with its own sub-config, so
-    transformers sets and checks their attention implementation like any composite model's)."""
-
-    config_class = FishS2Config  # explicit: the `config:` annotation is a string under postponed evaluation
-    base_model_prefix = ""
-    main_input_name = "input_ids"
-    input_modalities = ("text", "audio")
-    supports_gradient_checkpointing = True
-    _no_split_modules = ["FishS2DecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
-    _supports_sdpa = True
-    _can_compile_fullgraph = True
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Stock ``from_pretrained`` (``dtype=``, ``device_map=``, quantization, sharded or single-file
-        safetensors), but strict: a checkpoint with missing, unexpected or wrongly shaped tensors raises
-        :class:`FishS2CheckpointError` naming the keys and files instead of leaving random weights behind
-        (the reference loader hides them, SPEC §9.22). ``ignore_mismatched_sizes=True`` keeps transformers'
-        behaviour for shapes (re-initialise and warn); missing/unexpected keys are always an error.
-        A ``quantization_config`` without its own skip list gets the package's rule (fast AR and output head stay
-        unquantized; :mod:`transformers_fish_s2.quantization`).
-        """
-        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
-        output_loading_info = kwargs.pop("output_loading_info", False)
-        if kwargs.get("quantization_config") is not None:
-            kwargs["quantization_config"] = with_default_skip_modules(kwargs["quantization_config"])
-        local_dir = _local_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
-        key_to_file = _check_safetensors_files(local_dir) if local_dir is not None else {}
-        try:
-            model, loading_info = super().from_pretrained(
-                pretrained_model_name_or_path,
-                *model_args,
-                ignore_mismatched_sizes=True,  # report shapes ourselves, naming the file
-                output_loading_info=True,
-                **kwargs,
-            )
-        except SafetensorError as err:
-            raise FishS2CheckpointError(
-                f"Could not read the safetensors weights of {pretrained_model_name_or_path}: {err}. The download may "
-                "be incomplete; delete the cached files and download them again."
-            ) from err
-        _raise_on_load_problems(
-            cls.__name__, pretrained_model_name_or_path, loading_info, key_to_file, ignore_mismatched_sizes
-        )
-        return (model, loading_info) if output_loading_info else model
-
-
 class FishS2DecoderLayer(GradientCheckpointingLayer):
     """Pre-norm block: ``h = x + attn(norm(x))``; ``out = h + ffn(norm(h))``."""
 
@@ -280,10 +231,10 @@ class FishS2TextTransformer(nn.Module):
     ) -> torch.Tensor:
         """Run the blocks over ``inputs_embeds [B, T, D]`` and return the final-normed hidden state."""
         length = inputs_embeds.shape[1]
-        if cache is not None and cache_position is not None:
-            seek_static_cache(cache, cache_position[0])
         if cache_position is not None:
             first_slot = cache_position[0]
+            if cache is not None:
+                seek_static_cache(cache, first_slot)
         else:
             first_slot = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
@@ -322,6 +273,55 @@ def _position_ids(
         return slots[None]
     positions = attention_mask.long().cumsum(-1) - 1
     return positions[:, slots].clamp(min=0)
+
+
+class FishS2PreTrainedModel(PreTrainedModel):
+    """Shared base of the whole model and of its two parts (each part is a sub-model with its own sub-config, so
+    transformers sets and checks their attention implementation like any composite model's)."""
+
+    config_class = FishS2Config  # explicit: the `config:` annotation is a string under postponed evaluation
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    input_modalities = ("text", "audio")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["FishS2DecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
+    _supports_sdpa = True
+    _can_compile_fullgraph = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Stock ``from_pretrained`` (``dtype=``, ``device_map=``, quantization, sharded or single-file
+        safetensors), but strict: a checkpoint with missing, unexpected or wrongly shaped tensors raises
+        :class:`FishS2CheckpointError` naming the keys and files instead of leaving random weights behind
+        (the reference loader hides them, SPEC §9.22). ``ignore_mismatched_sizes=True`` keeps transformers'
+        behaviour for shapes (re-initialise and warn); missing/unexpected keys are always an error.
+        A ``quantization_config`` without its own skip list gets the package's rule (fast AR and output head stay
+        unquantized; :mod:`transformers_fish_s2.quantization`).
+        """
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        if kwargs.get("quantization_config") is not None:
+            kwargs["quantization_config"] = with_default_skip_modules(kwargs["quantization_config"])
+        local_dir = _local_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
+        key_to_file = _check_safetensors_files(local_dir) if local_dir is not None else {}
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path,
+                *model_args,
+                ignore_mismatched_sizes=True,  # report shapes ourselves, naming the file
+                output_loading_info=True,
+                **kwargs,
+            )
+        except SafetensorError as err:
+            raise FishS2CheckpointError(
+                f"Could not read the safetensors weights of {pretrained_model_name_or_path}: {err}. The download may "
+                "be incomplete; delete the cached files and download them again."
+            ) from err
+        _raise_on_load_problems(
+            cls.__name__, pretrained_model_name_or_path, loading_info, key_to_file, ignore_mismatched_sizes
+        )
+        return (model, loading_info) if output_loading_info else model
 
 
 class FishS2TextModel(FishS2PreTrainedModel):
