@@ -165,6 +165,8 @@ def test_reference_encoder_caches_by_content_and_is_bounded():
     assert codec.calls == 3
     encoder(b)
     assert codec.calls == 4
-    codec.dtype = torch.bfloat16  # a different codec precision can give other codes: not a cache hit
+    codec.dtype = torch.bfloat16  # another precision or device can give other codes: not a cache hit
     encoder(a)
-    assert codec.calls == 5
+    codec.device = torch.device("cpu", 0)
+    encoder(a)
+    assert codec.calls == 6

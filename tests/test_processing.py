@@ -188,6 +188,7 @@ def test_decode_matches_the_reference_waveform(processor):
     audio = processor.decode(codes)
     assert audio.dtype == torch.float32 and audio.shape == (34 * 2048,)
     torch.testing.assert_close(audio, CODEC["e2e_case2_waveform"], atol=1e-5, rtol=0)
+    audio *= 0.5  # an ordinary tensor (not an inference-mode one): callers may modify it
 
 
 def test_batch_decode_cuts_rows_to_their_lengths(processor):
@@ -237,6 +238,8 @@ def test_save_pretrained_round_trip(processor, tmp_path):
     torch.testing.assert_close(reloaded.decode(codes), processor.decode(codes), atol=0, rtol=0)
     text_only = FishS2Processor.from_pretrained(tmp_path, load_codec=False, max_length=100)
     assert text_only.codec is None and text_only.max_length == 100
+    nested = FishS2Processor.from_pretrained(tmp_path.parent, subfolder=tmp_path.name)
+    assert nested.codec is not None and nested.max_length == 512
 
 
 def test_auto_processor_resolves_both_layouts(processor, tmp_path):
@@ -256,6 +259,11 @@ def test_codec_config_argument_for_a_bare_codec_pth(tmp_path):
     torch.testing.assert_close(
         loaded.decode(codes), CODEC["e2e_case2_waveform"][: 4 * 2048], atol=1e-5, rtol=0
     )
+
+
+def test_offline_hub_load_names_the_repo():
+    with pytest.raises(OSError, match="cannot load FishS2Processor from 'fishaudio/s2-pro'"):
+        FishS2Processor.from_pretrained("fishaudio/s2-pro")  # conftest sets HF_HUB_OFFLINE=1
 
 
 def test_missing_codec_is_reported(tmp_path):

@@ -126,7 +126,7 @@ def save_audio(
 
 class ReferenceEncoder:
     """Turns 44.1 kHz reference waveforms into codec codes ``[num_codebooks, T]``, with a bounded LRU
-    cache keyed by the waveform's SHA-256 (and the codec's dtype, which can change the codes)."""
+    cache keyed by the waveform's SHA-256 and the codec's dtype and device (which can change the codes)."""
 
     def __init__(self, codec, max_entries: int = 32):
         self.codec = codec
@@ -139,14 +139,15 @@ class ReferenceEncoder:
     def clear(self) -> None:
         self._cache.clear()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def __call__(self, waveform: np.ndarray) -> torch.Tensor:
-        key = f"{hashlib.sha256(waveform.tobytes()).hexdigest()}:{self.codec.dtype}"
+        codec = self.codec
+        key = f"{hashlib.sha256(waveform.tobytes()).hexdigest()}:{codec.dtype}:{codec.device}"
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        values = torch.from_numpy(waveform)[None, None].to(device=self.codec.device, dtype=self.codec.dtype)
-        encoded = self.codec.encode(values)
+        values = torch.from_numpy(waveform)[None, None].to(device=codec.device, dtype=codec.dtype)
+        encoded = codec.encode(values)
         codes = encoded.audio_codes[0, :, : int(encoded.audio_code_lengths[0])].to("cpu", torch.long)
         if self.max_entries > 0:
             self._cache[key] = codes

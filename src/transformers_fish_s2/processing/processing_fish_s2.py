@@ -361,7 +361,7 @@ class FishS2Processor(ProcessorMixin):
             return waveform
         return self.batch_decode(audio_codes, lengths, return_tensors=return_tensors)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def batch_decode(
         self, audio_codes, lengths=None, *, return_tensors: str = "pt"
     ) -> list[torch.Tensor] | list[np.ndarray]:
@@ -455,41 +455,51 @@ class FishS2Processor(ProcessorMixin):
                 f"FishS2Processor.from_pretrained got unexpected keyword argument(s) {sorted(kwargs)}"
             )
 
+        subfolder = hub.pop("subfolder", "")
+        name = str(pretrained_model_name_or_path)
+
         def locate(filename: str) -> str | None:
             return cached_file(
-                pretrained_model_name_or_path, filename, _raise_exceptions_for_missing_entries=False, **hub
+                name, filename, subfolder=subfolder, _raise_exceptions_for_missing_entries=False, **hub
             )
 
+        try:  # everything that may touch the Hub, so that offline/unknown-repo errors say what was loading
+            processor_file = locate("processor_config.json")
+            config_file = None if processor_file else locate("config.json")
+            tokenizer = AutoTokenizer.from_pretrained(
+                name, subfolder=subfolder, trust_remote_code=trust_remote_code, **hub
+            )
+            codec_subfolder = None
+            if load_codec and locate(f"{CODEC_SUBFOLDER}/config.json") is not None:
+                codec_subfolder = os.path.join(subfolder, CODEC_SUBFOLDER)
+            elif load_codec and locate(OFFICIAL_CODEC_FILE) is not None:
+                codec_subfolder = subfolder
+        except OSError as error:
+            raise OSError(f"cannot load FishS2Processor from {name!r}: {error}") from error
+
         settings = {}
-        if (processor_file := locate("processor_config.json")) is not None:
+        if processor_file is not None:
             settings = {k: v for k, v in _read_json(processor_file).items() if k in init_names}
-        elif (config_file := locate("config.json")) is not None:
+        elif config_file is not None:
             text_config = _read_json(config_file).get("text_config", {})
             context = text_config.get("max_seq_len", text_config.get("max_position_embeddings"))
             if context is not None:
                 settings["max_length"] = int(context)
         settings.update(overrides)
 
-        tokenizer = AutoTokenizer.from_pretrained(
-            pretrained_model_name_or_path, trust_remote_code=trust_remote_code, **hub
-        )
         codec = None
         if load_codec:
-            subfolder = hub.pop("subfolder", "")
-            if locate(f"{CODEC_SUBFOLDER}/config.json") is not None:
-                codec = FishS2CodecModel.from_pretrained(
-                    pretrained_model_name_or_path, subfolder=os.path.join(subfolder, CODEC_SUBFOLDER), **hub
-                )
-            elif locate(OFFICIAL_CODEC_FILE) is not None:
-                codec = FishS2CodecModel.from_pretrained(
-                    pretrained_model_name_or_path, subfolder=subfolder, codec_config=codec_config, **hub
-                )
-            else:
+            if codec_subfolder is None:
                 raise FileNotFoundError(
-                    f"no codec in {str(pretrained_model_name_or_path)!r}: expected {OFFICIAL_CODEC_FILE} (official "
-                    f"layout) or {CODEC_SUBFOLDER}/config.json (saved processor); pass load_codec=False to load "
-                    "only the tokenizer"
+                    f"no codec in {name!r}: expected {OFFICIAL_CODEC_FILE} (official layout) or "
+                    f"{CODEC_SUBFOLDER}/config.json (saved processor); pass load_codec=False to load only the "
+                    "tokenizer"
                 )
+            # A saved codec carries its config; codec_config= only describes an official codec.pth.
+            official = codec_subfolder == subfolder
+            codec = FishS2CodecModel.from_pretrained(
+                name, subfolder=codec_subfolder, codec_config=codec_config if official else None, **hub
+            )
         return cls(tokenizer, codec, **settings)
 
     def to_dict(self) -> dict[str, Any]:
