@@ -197,7 +197,7 @@ def test_batch_decode_cuts_rows_to_their_lengths(processor):
     full = processor.decode(codes)
     first, second = processor.decode(batch, lengths=torch.tensor([12, 7]))
     torch.testing.assert_close(first, full, atol=1e-6, rtol=0)
-    assert second.shape == (7 * 2048,)
+    assert second.shape == (7 * 2048,) and processor.decode(codes, lengths=3).shape == (3 * 2048,)
     torch.testing.assert_close(second, full[: 7 * 2048], atol=1e-5, rtol=0)  # causal codec: a prefix
     as_list = processor.batch_decode([codes, codes[:, :7]], return_tensors="np")
     assert [a.shape for a in as_list] == [(12 * 2048,), (7 * 2048,)] and as_list[0].dtype == np.float32

@@ -345,7 +345,8 @@ class FishS2Processor(ProcessorMixin):
     ) -> torch.Tensor | np.ndarray | list[torch.Tensor] | list[np.ndarray]:
         """Decode codes to float32 mono waveforms at :attr:`sampling_rate` (2048 samples per frame).
 
-        ``audio_codes`` is ``[C, N]`` (returns one waveform), ``[B, C, N]`` with optional per-row frame
+        ``audio_codes`` is ``[C, N]`` (returns one waveform; ``lengths`` may be an int), ``[B, C, N]`` with
+        optional per-row frame
         ``lengths`` (returns a list), or a generation output with ``sequences`` and ``lengths``. Residual
         codes beyond the codec's codebooks (the model's fast AR is not masked to them) are clamped to the
         last entry, as in the reference (SPEC §9.7). Returns torch tensors on the CPU, or numpy arrays with
@@ -357,6 +358,7 @@ class FishS2Processor(ProcessorMixin):
         if isinstance(audio_codes, np.ndarray):
             audio_codes = torch.from_numpy(audio_codes)
         if isinstance(audio_codes, torch.Tensor) and audio_codes.ndim == 2:
+            lengths = [lengths] if isinstance(lengths, int) else lengths
             (waveform,) = self.batch_decode(audio_codes[None], lengths, return_tensors=return_tensors)
             return waveform
         return self.batch_decode(audio_codes, lengths, return_tensors=return_tensors)
