@@ -59,6 +59,12 @@ def model_index(report: dict) -> dict:
     }
 
 
+def _cell(text: str, limit: int = 200) -> str:
+    """Table-safe text, shortened (a hallucinating model can produce a page per utterance)."""
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def render_markdown(report: dict, worst: int = 10) -> str:
     """A human-readable summary: headline numbers, settings, speed, model-index, worst utterances."""
     wer, speed = report["wer"], report["speed"]
@@ -111,9 +117,7 @@ def render_markdown(report: dict, worst: int = 10) -> str:
         ]
         for row in rows:
             cells = [row["name"], f"{_percent(row['error_rate'])}", row["target_text"], row["transcript"]]
-            lines.append(
-                "| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"
-            )
+            lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
