@@ -447,7 +447,9 @@ class FishS2Processor(ProcessorMixin):
         ``chunk_length``, ...) may be overridden as keyword arguments; hub arguments (``revision``,
         ``cache_dir``, ``token``, ``local_files_only``, ``subfolder``) are passed on.
         """
-        kwargs.pop("_from_auto", None)
+        # Passed by AutoProcessor and pipeline() to every component; model-only options (the codec stays fp32).
+        for key in ("_from_auto", "_from_pipeline", "code_revision", "dtype", "torch_dtype", "device_map"):
+            kwargs.pop(key, None)
         trust_remote_code = kwargs.pop("trust_remote_code", None)
         hub = {key: value for key in _HUB_KWARGS if (value := kwargs.pop(key, None)) is not None}
         init_names = ("max_length", "num_codebooks", "codebook_size", "chunk_length", "reference_cache_size")
