@@ -16,7 +16,13 @@ from conftest import EXPECTED, TINY
 from test_evaluation import one_thread, tiny_xvector  # noqa: F401  (one_thread: autouse fixture)
 
 from transformers_fish_s2.evaluation import SpeakerEmbedder, error_rates
-from transformers_fish_s2.evaluation.runner import main, read_synthesis_log, run_evaluation, transcribe
+from transformers_fish_s2.evaluation.runner import (
+    load_entries,
+    main,
+    read_synthesis_log,
+    run_evaluation,
+    transcribe,
+)
 
 FRAME = 2048
 GENERATION = {"do_sample": False, "max_new_tokens": 10}
@@ -191,6 +197,10 @@ def test_cli_main_runs_from_saved_models_and_reports_errors(meta, tmp_path, caps
     assert "meta list not found" in capsys.readouterr().err
     assert main([*argv, "--generation-kwargs", "[1]"]) == 1
     assert "--generation-kwargs must be a JSON object" in capsys.readouterr().err
+    assert main([*argv, "--limit", "0"]) == 1
+    assert "limit must be a positive int" in capsys.readouterr().err
+    assert main([*argv, "--lang", ""]) == 1
+    assert "lang must be a non-empty language code" in capsys.readouterr().err
     assert main(["--model", str(TINY)]) == 2  # argparse: required arguments missing
 
 
@@ -210,3 +220,5 @@ def test_meta_list_errors_name_the_line(tmp_path):
     path.write_text("a|p|/abs/p.wav|t|gt.wav\n", encoding="utf-8")
     (entry,) = read_meta(path)
     assert str(entry.prompt_wav) == "/abs/p.wav" and entry.target_wav == tmp_path / "gt.wav"
+    with pytest.raises(FileNotFoundError, match="1 prompt wav.s. not found, first: '/abs/p.wav'"):
+        load_entries(path)

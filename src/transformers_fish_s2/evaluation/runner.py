@@ -28,6 +28,7 @@ import torch
 from .meta import MetaEntry, read_meta
 from .report import write_report
 from .speaker_similarity import SpeakerEmbedder, speaker_similarity
+from .text_normalization import unit_for_language
 from .wer import error_rates
 
 WAV_DIR = "wavs"
@@ -187,6 +188,18 @@ def _settings(model, generation_kwargs: dict, batch_size: int, seed: int) -> dic
     return json.loads(json.dumps({**settings, "batch_size": batch_size, "seed": seed}, default=str))
 
 
+def load_entries(meta: str | Path | Sequence[MetaEntry], limit: int | None = None) -> list[MetaEntry]:
+    """The first ``limit`` entries of a meta list (path or entries), checking that every prompt wav exists."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    entries = read_meta(meta) if isinstance(meta, (str, os.PathLike)) else list(meta)
+    entries = entries[:limit] if limit is not None else entries
+    missing = [str(e.prompt_wav) for e in entries if not e.prompt_wav.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} prompt wav(s) not found, first: {missing[0]!r}")
+    return entries
+
+
 def run_evaluation(
     model,
     processor,
@@ -219,14 +232,9 @@ def run_evaluation(
     for name, value in (("batch_size", batch_size), ("asr_batch_size", asr_batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    unit_for_language(lang)  # a bad language fails now, not after hours of synthesis
     meta_name = "/".join(Path(meta).parts[-2:]) if isinstance(meta, (str, os.PathLike)) else "custom list"
-    entries = read_meta(meta) if isinstance(meta, (str, os.PathLike)) else list(meta)
-    entries = entries[:limit] if limit is not None else entries
-    missing = [str(e.prompt_wav) for e in entries if not e.prompt_wav.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} prompt wav(s) not found, first: {missing[0]!r}")
+    entries = load_entries(meta, limit)
     output_dir = Path(output_dir)
     generation_kwargs = dict(generation_kwargs or {})
     asr = load_asr(asr)
@@ -424,6 +432,8 @@ def run_from_args(args: argparse.Namespace) -> dict:
     from ..modeling.modeling_fish_s2 import FishS2ForConditionalGeneration
     from ..processing.processing_fish_s2 import FishS2Processor
 
+    load_entries(args.meta, args.limit)  # fail on a bad list or language before loading any model
+    unit_for_language(args.lang)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = args.dtype
     if dtype == "auto":
