@@ -7,7 +7,9 @@ offline), and a runner over a Seed-TTS meta list (``python -m transformers_fish_
 
 from pathlib import Path
 
-from .speaker_similarity import SpeakerEmbedder, SpeakerSimilarity, speaker_similarity
+from .meta import MetaEntry, read_meta
+from .runner import main, run_evaluation
+from .speaker import SpeakerEmbedder, SpeakerSimilarity, speaker_similarity
 from .text_normalization import normalize_for_error_rate, remove_punctuation, unit_for_language
 from .wer import ErrorRates, UtteranceErrors, error_rates, utterance_errors
 
@@ -24,13 +26,17 @@ def metric_path(name: str) -> str:
 __all__ = [
     "METRICS",
     "ErrorRates",
+    "MetaEntry",
     "SpeakerEmbedder",
     "SpeakerSimilarity",
     "UtteranceErrors",
     "error_rates",
+    "main",
     "metric_path",
     "normalize_for_error_rate",
+    "read_meta",
     "remove_punctuation",
+    "run_evaluation",
     "speaker_similarity",
     "unit_for_language",
     "utterance_errors",

@@ -27,7 +27,7 @@ import torch
 
 from .meta import MetaEntry, read_meta
 from .report import write_report
-from .speaker_similarity import SpeakerEmbedder, speaker_similarity
+from .speaker import SpeakerEmbedder, speaker_similarity
 from .text_normalization import unit_for_language
 from .wer import error_rates
 

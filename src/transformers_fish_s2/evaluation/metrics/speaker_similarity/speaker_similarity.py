@@ -1,14 +1,14 @@
 """`evaluate` module: speaker similarity (cosine of x-vector embeddings), offline from a local path.
 
 Load it with ``evaluate.load(transformers_fish_s2.evaluation.metric_path("speaker_similarity"))``.
-The computation lives in ``transformers_fish_s2.evaluation.speaker_similarity``; this file adapts it
+The computation lives in ``transformers_fish_s2.evaluation.speaker``; this file adapts it
 to the ``evaluate`` API (and is copied alone by ``evaluate``, hence the absolute import).
 """
 
 import datasets
 import evaluate
 
-from transformers_fish_s2.evaluation.speaker_similarity import SpeakerEmbedder, speaker_similarity
+from transformers_fish_s2.evaluation.speaker import SpeakerEmbedder, speaker_similarity
 from transformers_fish_s2.processing.audio import read_audio
 
 _DESCRIPTION = """\
