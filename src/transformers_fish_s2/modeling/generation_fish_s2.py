@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, GenerationMixin
 from transformers.cache_utils import StaticCache
+from transformers.generation.configuration_utils import CompileConfig
 from transformers.generation.streamers import BaseStreamer
 from transformers.utils import ModelOutput, logging
 
@@ -240,8 +241,9 @@ class FishS2GenerationMixin(GenerationMixin):
                 ``return_dict_in_generate`` (False returns only ``sequences``).
             streamer: receives each kept frame's codes ``[1, num_codebooks, 1]`` as it is made, then ``end()``
                 (batch size 1), e.g. :class:`~transformers_fish_s2.modeling.streaming.FishS2AudioStreamer`.
-            compile: run the frame step through ``torch.compile(fullgraph=True)`` (CUDA: CUDA graphs). The
-                first call compiles; later calls in the same cache bucket reuse the graph.
+            compile: run the frame step through ``torch.compile(fullgraph=True)``: inductor, with CUDA graphs on
+                CUDA, or the backend/mode/options of ``generation_config.compile_config`` (a transformers
+                ``CompileConfig``). The first call compiles; later calls in the same cache bucket reuse the graph.
             sample_noise_on_cpu: on an accelerator, draw the sampling noise from the CPU generator (so a
                 seeded run draws the same numbers as on CPU) and copy it over.
 
@@ -267,7 +269,7 @@ class FishS2GenerationMixin(GenerationMixin):
         state = self._decode_state(batch_size, cache_length, config.ras_window_size, sampler, device, dtype)
         state.reset(attention_mask, sampler)
         draw_noise = self._noise_drawer(state, sample_noise_on_cpu)
-        frame_step = self._frame_step(compile)
+        frame_step = self._frame_step(compile, config.compile_config)
 
         draw_noise()
         self._prefill_frame(state, input_ids, audio_codes)
@@ -416,15 +418,30 @@ class FishS2GenerationMixin(GenerationMixin):
     # Set-up helpers
     # ------------------------------------------------------------------------------------------------
 
-    def _frame_step(self, compile: bool):
+    def _frame_step(self, compile: bool, compile_config: CompileConfig | None):
+        """The frame step, eager or compiled (cached per compile settings, so later calls reuse the graph).
+
+        ``fullgraph`` is always on: a graph break inside the step is a bug. Without a ``compile_config`` the
+        backend is inductor, with CUDA graphs (``mode="reduce-overhead"``) on CUDA.
+        """
         if not compile:
             return self._decode_frame
-        compiled = self.__dict__.get("_compiled_decode_frame")
-        if compiled is None:
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
-            compiled = torch.compile(self._decode_frame, fullgraph=True, mode=mode)
-            self.__dict__["_compiled_decode_frame"] = compiled
-        return compiled
+        if compile_config is None:
+            backend, mode, options = (
+                "inductor",
+                ("reduce-overhead" if self.device.type == "cuda" else None),
+                None,
+            )
+        else:
+            backend, mode, options = compile_config.backend, compile_config.mode, compile_config.options
+        key = (backend, mode, repr(options))
+        compiled_steps = self.__dict__.setdefault("_compiled_decode_frames", {})
+        if key not in compiled_steps:
+            settings = {"mode": mode} if options is None else {"options": options}  # torch takes one of them
+            compiled_steps[key] = torch.compile(
+                self._decode_frame, fullgraph=True, backend=backend, **settings
+            )
+        return compiled_steps[key]
 
     def _decode_state(
         self,
