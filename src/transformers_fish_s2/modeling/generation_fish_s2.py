@@ -492,9 +492,10 @@ class FishS2GenerationMixin(GenerationMixin):
     def _stream(streamer: BaseStreamer | None, state: FishS2DecodeState) -> None:
         if streamer is None:
             return
-        frame = state.frame.cpu()
         if state.lengths.item() == state.frame_index.item():  # the frame just made was kept
-            streamer.put(frame[:, 1:, None])
+            streamer.put(
+                state.frame[:, 1:, None].to("cpu", copy=True)
+            )  # a copy: the buffer changes next frame
 
     def _merge_generation_config(
         self, generation_config: GenerationConfig | None, kwargs: dict
