@@ -59,6 +59,17 @@ def test_estimate_equals_measured_bytes_on_tiny_fixture(dtype, quantization):
     )
 
 
+def test_estimate_of_a_saved_quantized_checkpoint_uses_its_quantization_config(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    model = FishS2ForConditionalGeneration.from_pretrained(TINY, quantization_config=bnb_config(4))
+    model.save_pretrained(tmp_path)
+    reloaded = FishS2ForConditionalGeneration.from_pretrained(tmp_path)
+    estimate = estimate_memory(tmp_path)
+    assert estimate.quantization == "bnb-4bit (nf4, double quant)"
+    assert estimate.slow_weights + estimate.fast_weights == sum(measure_memory(reloaded).values())
+    assert estimate_memory(tmp_path, quantization="none").slow_weights > estimate.slow_weights
+
+
 def test_full_size_meta_model_matches_estimate_and_official_inventory():
     inventory = json.loads((INVENTORY / "model_state_dict_inventory.json").read_text())["tensors"]
     official = {"text_model": 0, "audio_decoder": 0}

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import BitsAndBytesConfig, QuantoConfig
+from transformers.quantizers.auto import AutoQuantizationConfig
 from transformers.quantizers.quantizers_utils import should_convert_module
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
@@ -119,7 +120,7 @@ def estimate_memory(
             ``None`` for the released ``fishaudio/s2-pro`` (the package's config defaults).
         dtype: compute dtype of the model (``torch.bfloat16`` or ``"bf16"``/``"fp16"``/``"fp32"``); the dtype
             of every unquantized tensor and of the KV cache.
-        quantization: ``None``/``"none"``, a scheme from
+        quantization: ``None`` (the checkpoint's own quantization config, if it has one), ``"none"``, a scheme from
             :data:`~transformers_fish_s2.quantization.QUANTIZATION_SCHEMES` (``"bnb-8bit"``, ``"bnb-4bit"``,
             ``"quanto-int8"``, ``"quanto-int4"``: the package defaults), or a ``BitsAndBytesConfig`` /
             ``QuantoConfig`` as passed to ``from_pretrained`` (the default skip rule applies when it has none).
@@ -140,6 +141,8 @@ def estimate_memory(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if codec not in CODEC_PARTS:
         raise ValueError(f"codec must be one of {', '.join(CODEC_PARTS)}, got {codec!r}")
+    if quantization is None and getattr(config, "quantization_config", None) is not None:
+        quantization = AutoQuantizationConfig.from_dict(config.quantization_config)  # a quantized checkpoint
     quant = quantization_config(quantization, compute_dtype=dtype)
 
     with torch.device("meta"):
