@@ -140,13 +140,15 @@ class FishS2CodecConfig(PreTrainedConfig):
         """
         top = dict(hydra_config)
         general = dict(top.pop("transformer_general_config", None) or {})
+        has_quantizer = "quantizer" in top
         quantizer = dict(top.pop("quantizer", None) or {})
-        post_module = dict(quantizer.pop("post_module", None) or {})
-        pre_module = quantizer.pop("pre_module", None)
-        if pre_module is not None and pre_module != post_module:
+        post_module, pre_module = quantizer.pop("post_module", None), quantizer.pop("pre_module", None)
+        if has_quantizer and (not post_module or pre_module != post_module):
             raise ValueError(
-                "codec config: quantizer pre_module and post_module must be identical (as in the reference)"
+                "codec config: quantizer.pre_module and quantizer.post_module must be the same window transformer "
+                "(as in modded_dac_vq.yaml); other quantizer layouts are not supported"
             )
+        post_module = dict(post_module or {})
         quantizer_transformer = dict(post_module.pop("config", None) or {})
 
         values: dict[str, Any] = {}

