@@ -17,6 +17,7 @@ from .modeling import (
     FishS2TextConfig,
     FishS2TextModel,
 )
+from .modeling.codec import FishS2CodecConfig, FishS2CodecModel, FishS2CodecStreamingDecoder
 from .processing import FishS2Conversation, FishS2Processor
 
 
@@ -25,11 +26,12 @@ def register_auto_classes() -> None:
 
     Each part of the package adds its own registrations here (config model types first, then models).
     """
-    for config_class in (FishS2Config, FishS2TextConfig, FishS2AudioDecoderConfig):
+    for config_class in (FishS2Config, FishS2TextConfig, FishS2AudioDecoderConfig, FishS2CodecConfig):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
     for auto_class in (AutoModel, AutoModelForTextToWaveform):
         auto_class.register(FishS2Config, FishS2ForConditionalGeneration, exist_ok=True)
     AutoProcessor.register(FishS2Config, FishS2Processor, exist_ok=True)
+    AutoModel.register(FishS2CodecConfig, FishS2CodecModel, exist_ok=True)
 
 
 register_auto_classes()
@@ -38,6 +40,9 @@ __all__ = [
     "FishS2AudioDecoder",
     "FishS2AudioDecoderConfig",
     "FishS2CheckpointError",
+    "FishS2CodecConfig",
+    "FishS2CodecModel",
+    "FishS2CodecStreamingDecoder",
     "FishS2Config",
     "FishS2Conversation",
     "FishS2ForConditionalGeneration",

@@ -1,6 +1,4 @@
-"""S2 codec (modded DAC): config, model, streaming decoder. Importing registers them with AutoConfig/AutoModel."""
-
-from transformers import AutoConfig, AutoModel
+"""S2 codec (modded DAC): config, model, streaming decoder (registered with AutoConfig/AutoModel by the package)."""
 
 from .configuration_codec import FishS2CodecConfig
 from .modeling_codec import (
@@ -11,9 +9,6 @@ from .modeling_codec import (
     FishS2CodecPreTrainedModel,
     FishS2CodecStreamingDecoder,
 )
-
-AutoConfig.register(FishS2CodecConfig.model_type, FishS2CodecConfig, exist_ok=True)
-AutoModel.register(FishS2CodecConfig, FishS2CodecModel, exist_ok=True)
 
 __all__ = [
     "FishS2CodecConfig",
