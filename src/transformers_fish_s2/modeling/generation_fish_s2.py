@@ -178,7 +178,10 @@ class FishS2DecodeState:
 
 
 def sampler_tensors(sampler: FishS2Sampler) -> tuple[torch.Tensor, ...]:
-    return (sampler.temperature, sampler.top_p, sampler.top_k, sampler.ras_temperature, sampler.ras_top_p)
+    return (
+        sampler.temperature, sampler.top_p, sampler.top_k, sampler.ras_temperature, sampler.ras_top_p,
+        sampler.logit_bias,
+    )  # fmt: skip
 
 
 class _ForwardWithoutEnd(BaseStreamer):
@@ -214,7 +217,7 @@ class FishS2GenerationMixin(GenerationMixin):
     # Public API
     # ------------------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def generate(
         self,
         input_ids: torch.LongTensor | None = None,
