@@ -77,9 +77,8 @@ def test_batch_example_writes_one_file_per_sentence(tmp_path):
 
 
 def test_space_handler_without_gradio(monkeypatch):
-    monkeypatch.setitem(
-        sys.modules, "gradio", None
-    )  # importing gradio would fail: the handler must not need it
+    # importing gradio would fail: the handler must not need it
+    monkeypatch.setitem(sys.modules, "gradio", None)
     app = load_example("space/app.py")
     rate, audio = app.synthesize(
         TEXT, REFERENCE_WAV, "The quick brown fox.", max_new_tokens=4, seed=0, model=str(TINY)
@@ -91,9 +90,11 @@ def test_space_handler_without_gradio(monkeypatch):
     np.testing.assert_array_equal(again[1], audio)  # seeded: the same sample again
 
     samples, file_rate = soundfile.read(REFERENCE_WAV, dtype="float32")
-    as_upload = app.synthesize(TEXT, (file_rate, samples), "The quick brown fox.", max_new_tokens=4, seed=0,
-                               model=str(TINY))  # fmt: skip
-    np.testing.assert_allclose(as_upload[1], audio, rtol=0, atol=1e-6)  # gradio's (rate, array) form
+    upload = (file_rate, samples)  # what gr.Audio(type="numpy") passes
+    as_upload = app.synthesize(
+        TEXT, upload, "The quick brown fox.", max_new_tokens=4, seed=0, model=str(TINY)
+    )
+    np.testing.assert_allclose(as_upload[1], audio, rtol=0, atol=1e-6)
 
     with pytest.raises(ValueError, match="Type some text"):
         app.synthesize("  ", model=str(TINY))
