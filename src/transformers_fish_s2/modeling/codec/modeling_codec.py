@@ -367,6 +367,8 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
             raise TypeError(f"Unsupported arguments for loading codec.pth: {sorted(unsupported)}")
         if isinstance(dtype, str):
             dtype = None if dtype == "auto" else getattr(torch, dtype)
+        if device_map == "auto":  # the codec fits on one device
+            device_map = "cuda" if torch.cuda.is_available() else "cpu"
         if device_map is not None and not isinstance(device_map, (str, torch.device, int)):
             raise TypeError(
                 "device_map for codec.pth must be a single device (e.g. 'cuda:0'); the codec is not sharded"
