@@ -27,9 +27,36 @@ _TRANSFORMER_ALIASES = {
 }
 
 
+MAX_PARAMETERS = 100_000_000_000
+"""Largest parameter count a config may describe: 100 B, about 20× s2-pro (4.6 B) and 200 GB of bf16 weights.
+A bigger value comes from a corrupt or hostile config file; refusing it before any module is built avoids
+minutes of construction followed by an out-of-memory kill."""
+
+MAX_LAYERS = 1024
+"""Most transformer (or codec) layers a config may describe; s2-pro has 36 + 4. Every layer is a Python
+module, so 10^9 of them would hang construction even with tiny widths."""
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+def check_model_size(name: str, num_parameters: int, num_layers: int, fields: str) -> None:
+    """Refuse configs beyond :data:`MAX_LAYERS` / :data:`MAX_PARAMETERS` (shared by the model and codec configs).
+
+    ``fields`` names the config values the counts come from, for the message.
+    """
+    _require(
+        num_layers <= MAX_LAYERS,
+        f"{name} describes {num_layers} layers ({fields}); the limit is {MAX_LAYERS} (MAX_LAYERS). The config "
+        "file is probably corrupt",
+    )
+    _require(
+        num_parameters <= MAX_PARAMETERS,
+        f"{name} describes {num_parameters:.3g} parameters ({fields}); the limit is {MAX_PARAMETERS:.0e} "
+        "(MAX_PARAMETERS). The config file is probably corrupt",
+    )
 
 
 class _FishS2TransformerConfig(PretrainedConfig):
@@ -97,6 +124,25 @@ class _FishS2TransformerConfig(PretrainedConfig):
             f"{name}: mixture-of-experts layers (use_moe={self.use_moe}, num_experts={self.num_experts}) are not "
             "part of S2 and are not implemented",
         )
+        sizes = ", ".join(
+            f"{field}={getattr(self, field)}"
+            for field in ("n_layer", "dim", "vocab_size", "intermediate_size")
+        )
+        check_model_size(name, self.num_parameters, self.n_layer, sizes)
+
+    def _layer_parameters(self) -> int:
+        """Parameters of the decoder layers plus the final norm."""
+        qkv = (self.n_head + 2 * self.n_local_heads) * self.head_dim
+        per_layer = (
+            self.dim * qkv
+            + (qkv if self.attention_qkv_bias else 0)
+            + self.n_head * self.head_dim * self.dim
+            + (self.dim if self.attention_o_bias else 0)
+            + (2 * self.head_dim if self.attention_qk_norm else 0)
+            + 3 * self.dim * self.intermediate_size
+            + 2 * self.dim
+        )
+        return self.n_layer * per_layer + self.dim
 
 
 class FishS2TextConfig(_FishS2TransformerConfig):
@@ -104,6 +150,12 @@ class FishS2TextConfig(_FishS2TransformerConfig):
 
     model_type = "fish_qwen3"
     base_config_key = "text_config"
+
+    @property
+    def num_parameters(self) -> int:
+        """Parameter count of the slow AR this config builds (computed, nothing allocated)."""
+        heads = 1 if self.tie_word_embeddings else 2  # input embeddings (+ an untied output head)
+        return heads * self.vocab_size * self.dim + self._layer_parameters()
 
 
 class FishS2AudioDecoderConfig(_FishS2TransformerConfig):
@@ -126,8 +178,18 @@ class FishS2AudioDecoderConfig(_FishS2TransformerConfig):
     tie_word_embeddings: bool = False
     use_bfloat16: bool = False
 
+    @property
+    def num_parameters(self) -> int:
+        """Parameter count of the fast AR this config builds, codebook embeddings included (computed)."""
+        project_in = (self.text_dim + 1) * self.dim if self.text_dim != self.dim else 0
+        return (
+            self.vocab_size * self.num_codebooks * self.text_dim  # codebook_embeddings
+            + project_in
+            + 2 * self.vocab_size * self.dim  # embeddings + output
+            + self._layer_parameters()
+        )
+
     def _validate_transformer(self) -> None:
-        super()._validate_transformer()
         _require(
             isinstance(self.num_codebooks, int) and self.num_codebooks > 0,
             f"FishS2AudioDecoderConfig.num_codebooks must be a positive integer, got {self.num_codebooks!r}",
@@ -136,6 +198,7 @@ class FishS2AudioDecoderConfig(_FishS2TransformerConfig):
             isinstance(self.text_dim, int) and self.text_dim > 0,
             f"FishS2AudioDecoderConfig.text_dim must be a positive integer, got {self.text_dim!r}",
         )
+        super()._validate_transformer()
         _require(
             not self.tie_word_embeddings,
             "FishS2AudioDecoderConfig.tie_word_embeddings=True is not supported: the fast AR's output head is its "

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from transformers import PreTrainedConfig
 
+from ..configuration_fish_s2 import check_model_size
+
 # Keys of the authors' hydra config that only matter for training or for hydra itself.
 _HYDRA_IGNORED_KEYS = frozenset(
     {
@@ -30,6 +32,22 @@ _HYDRA_IGNORED_KEYS = frozenset(
         "n_local_heads",
     }
 )
+_POSITIVE_FIELDS = (
+    "sampling_rate",
+    "encoder_dim",
+    "encoder_transformer_head_dim",
+    "encoder_transformer_window_size",
+    "decoder_dim",
+    "num_codebooks",
+    "semantic_codebook_size",
+    "codebook_size",
+    "codebook_dim",
+    "quantizer_transformer_heads",
+    "quantizer_transformer_head_dim",
+    "quantizer_transformer_intermediate_size",
+    "quantizer_transformer_window_size",
+)
+_POSITIVE_LIST_FIELDS = ("encoder_rates", "decoder_rates", "downsample_factor")
 
 
 class FishS2CodecConfig(PreTrainedConfig):
@@ -91,21 +109,96 @@ class FishS2CodecConfig(PreTrainedConfig):
         self.encoder_transformer_layers = list(self.encoder_transformer_layers)
         self.decoder_rates = list(self.decoder_rates)
         self.downsample_factor = list(self.downsample_factor)
+        self._validate()
+        super().__post_init__(**kwargs)
+
+    def _validate(self) -> None:
+        def is_int(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        for field in _POSITIVE_FIELDS:
+            value = getattr(self, field)
+            if not is_int(value) or value < 1:
+                raise ValueError(f"FishS2CodecConfig.{field} must be a positive integer, got {value!r}")
+        for field in _POSITIVE_LIST_FIELDS:
+            values = getattr(self, field)
+            if not values or not all(is_int(v) and v >= 1 for v in values):
+                raise ValueError(
+                    f"FishS2CodecConfig.{field} must be a non-empty list of positive integers, got {values!r}"
+                )
+        layers = [*self.encoder_transformer_layers, self.quantizer_transformer_layers]
+        if not all(is_int(v) and v >= 0 for v in layers):
+            raise ValueError(
+                "FishS2CodecConfig.encoder_transformer_layers / quantizer_transformer_layers must be integers >= 0, "
+                f"got {self.encoder_transformer_layers!r} / {self.quantizer_transformer_layers!r}"
+            )
         if len(self.encoder_transformer_layers) != len(self.encoder_rates):
             raise ValueError(
                 f"encoder_transformer_layers needs one entry per encoder block ({len(self.encoder_rates)}), "
                 f"got {self.encoder_transformer_layers}"
-            )
-        if self.num_codebooks < 1:
-            raise ValueError(
-                f"num_codebooks must be >= 1 (1 semantic + residual ones), got {self.num_codebooks}"
             )
         if self.decoder_dim % 2 ** len(self.decoder_rates):
             raise ValueError(
                 f"decoder_dim ({self.decoder_dim}) must be divisible by 2**len(decoder_rates) "
                 f"({2 ** len(self.decoder_rates)}): each decoder block halves the channels"
             )
-        super().__post_init__(**kwargs)
+        blocks = len(self.encoder_rates) + len(self.decoder_rates) + len(self.downsample_factor)
+        check_model_size(
+            "FishS2CodecConfig",
+            self.num_parameters,
+            blocks + sum(self.encoder_transformer_layers) + 2 * self.quantizer_transformer_layers,
+            f"encoder_dim={self.encoder_dim}, decoder_dim={self.decoder_dim}, "
+            f"quantizer_transformer_layers={self.quantizer_transformer_layers}",
+        )
+
+    @property
+    def num_parameters(self) -> int:
+        """The codec's parameter count from its convolutions, linears and codebooks (computed, nothing allocated;
+        biases, norms and Snake scales, under 0.1 % of the released codec, are left out)."""
+        latent = self.latent_dim
+
+        def transformer(dim: int, layers: int, heads: int, head_dim: int, intermediate: int) -> int:
+            return layers * (4 * dim * heads * head_dim + 3 * dim * intermediate)
+
+        def residual_units(channels: int) -> int:  # three of them: a kernel-7 and a kernel-1 conv each
+            return 3 * 8 * channels * channels
+
+        quantizer_transformer = transformer(
+            latent,
+            self.quantizer_transformer_layers,
+            self.quantizer_transformer_heads,
+            self.quantizer_transformer_head_dim,
+            self.quantizer_transformer_intermediate_size,
+        )
+        resample = sum(latent * latent * factor + 8 * latent * latent for factor in self.downsample_factor)
+        codebooks = (
+            self.semantic_codebook_size + (self.num_codebooks - 1) * self.codebook_size
+        ) * self.codebook_dim
+        dims = [self.decoder_dim // 2**i for i in range(len(self.decoder_rates) + 1)]
+        decoder = (
+            7 * latent * dims[0]
+            + 7 * dims[-1]
+            + sum(
+                2 * stride * dims[i] * dims[i + 1] + residual_units(dims[i + 1])
+                for i, stride in enumerate(self.decoder_rates)
+            )
+        )
+        total = (
+            decoder
+            + quantizer_transformer
+            + resample
+            + codebooks
+            + self.num_codebooks * self.codebook_dim * latent
+        )
+        if self.decoder_only:
+            return total
+        encoder, dim = 7 * self.encoder_dim + 3 * latent * latent, self.encoder_dim
+        for stride, layers in zip(self.encoder_rates, self.encoder_transformer_layers):
+            dim *= 2
+            encoder += residual_units(dim // 2) + dim * dim // 2 * 2 * stride
+            encoder += transformer(dim, layers, dim // 64, self.encoder_transformer_head_dim, 3 * dim)
+        encoder_only = quantizer_transformer + resample + self.num_codebooks * self.codebook_dim * latent
+        return total + encoder + encoder_only
 
     @property
     def latent_dim(self) -> int:
