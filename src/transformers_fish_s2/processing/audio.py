@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -20,14 +21,25 @@ import soundfile
 import soxr
 import torch
 
+from ..files import atomic_output
+
 SAMPLING_RATE = 44100
 AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
+MAX_AUDIO_SECONDS = 600.0
+"""Longest audio accepted as input (10 minutes). Reference clips are typically 5-30 s; the codec encodes a clip
+in one pass (memory grows with its length) and its frames must fit in the prompt, so a longer input is a
+mistake or an attack. Checked from the file header / array length before anything is decoded or resampled."""
 
 AudioSource = str | os.PathLike | bytes | np.ndarray | torch.Tensor
 
 
-def read_audio(source: str | os.PathLike | bytes, *, name: str = "audio") -> tuple[np.ndarray, int]:
-    """Read a WAV/FLAC/OGG/MP3 file (a path or its bytes) as float32 ``[channels, samples]`` and its rate."""
+def read_audio(
+    source: str | os.PathLike | bytes, *, name: str = "audio", max_seconds: float = MAX_AUDIO_SECONDS
+) -> tuple[np.ndarray, int]:
+    """Read a WAV/FLAC/OGG/MP3 file (a path or its bytes) as float32 ``[channels, samples]`` and its rate.
+
+    Files longer than ``max_seconds`` are refused from their header, before the samples are decoded.
+    """
     if isinstance(source, bytes):
         where, handle = "the given bytes", io.BytesIO(source)
     else:
@@ -36,7 +48,10 @@ def read_audio(source: str | os.PathLike | bytes, *, name: str = "audio") -> tup
             raise FileNotFoundError(f"{name}: audio file not found: {str(path)!r}")
         where, handle = repr(str(path)), path
     try:
-        data, rate = soundfile.read(handle, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(handle) as audio_file:
+            rate = audio_file.samplerate
+            _check_duration(audio_file.frames, rate, max_seconds, f"{name}: audio file {where}")
+            data = audio_file.read(dtype="float32", always_2d=True)
     except (soundfile.SoundFileError, RuntimeError, TypeError) as error:
         raise ValueError(f"{name}: cannot read audio from {where}: {error}") from None
     if data.shape[0] == 0:
@@ -68,6 +83,14 @@ def as_mono_float32(audio: np.ndarray | torch.Tensor, *, name: str = "audio") ->
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+def _check_duration(samples: int, rate: int, max_seconds: float, what: str) -> None:
+    if samples > max_seconds * rate:
+        raise ValueError(
+            f"{what} is {samples / rate:.1f} s long; audio inputs are limited to max_seconds={max_seconds:g} s "
+            "(MAX_AUDIO_SECONDS); use a shorter clip"
+        )
+
+
 def resample(audio: np.ndarray, rate: int, target_rate: int = SAMPLING_RATE) -> np.ndarray:
     """Resample a mono float32 waveform with soxr (high quality); a no-op at the target rate."""
     if rate == target_rate:
@@ -81,18 +104,20 @@ def load_audio(
     *,
     target_rate: int = SAMPLING_RATE,
     name: str = "audio",
+    max_seconds: float = MAX_AUDIO_SECONDS,
 ) -> np.ndarray:
     """Any supported audio input as a finite mono float32 waveform at ``target_rate`` (44.1 kHz).
 
     ``audio`` is a file path, the bytes of a file, or an array/tensor. Arrays need ``sampling_rate``; for
-    files it is read from the file (a ``sampling_rate`` that disagrees is an error).
+    files it is read from the file (a ``sampling_rate`` that disagrees is an error). Audio longer than
+    ``max_seconds`` is refused before it is decoded or resampled.
     """
     if sampling_rate is not None and (isinstance(sampling_rate, bool) or not isinstance(sampling_rate, int)):
         raise TypeError(f"{name}: sampling_rate must be an int (Hz), got {sampling_rate!r}")
     if sampling_rate is not None and sampling_rate <= 0:
         raise ValueError(f"{name}: sampling_rate must be positive, got {sampling_rate}")
     if isinstance(audio, (str, os.PathLike, bytes)):
-        data, file_rate = read_audio(audio, name=name)
+        data, file_rate = read_audio(audio, name=name, max_seconds=max_seconds)
         if sampling_rate is not None and sampling_rate != file_rate:
             raise ValueError(
                 f"{name}: sampling_rate={sampling_rate} was given but the file is at {file_rate} Hz; "
@@ -103,6 +128,7 @@ def load_audio(
         if sampling_rate is None:
             raise ValueError(f"{name}: sampling_rate is required when the audio is an array or tensor")
         waveform, rate = as_mono_float32(audio, name=name), sampling_rate
+        _check_duration(len(waveform), rate, max_seconds, name)
     else:
         raise TypeError(
             f"{name} must be a file path, file bytes, a numpy array or a torch tensor, got {type(audio).__name__}"
@@ -113,7 +139,10 @@ def load_audio(
 def save_audio(
     audio: np.ndarray | torch.Tensor, path: str | os.PathLike, sampling_rate: int = SAMPLING_RATE
 ) -> None:
-    """Write one waveform; the format (WAV 16-bit, FLAC, OGG Vorbis, MP3) follows the file extension."""
+    """Write one waveform; the format (WAV 16-bit, FLAC, OGG Vorbis, MP3) follows the file extension.
+
+    The file is written under a temporary name and renamed when complete, so a failure leaves no partial file.
+    """
     path = Path(path)
     file_format = AUDIO_FORMATS.get(path.suffix.lower())
     if file_format is None:
@@ -121,36 +150,42 @@ def save_audio(
             f"cannot tell the audio format from {str(path)!r}; use one of the extensions {sorted(AUDIO_FORMATS)}"
         )
     waveform = as_mono_float32(audio.squeeze() if hasattr(audio, "squeeze") else audio, name="audio")
-    soundfile.write(path, np.clip(waveform, -1.0, 1.0), sampling_rate, format=file_format)
+    with atomic_output(path) as temporary:
+        soundfile.write(temporary, np.clip(waveform, -1.0, 1.0), sampling_rate, format=file_format)
 
 
 class ReferenceEncoder:
     """Turns 44.1 kHz reference waveforms into codec codes ``[num_codebooks, T]``, with a bounded LRU
-    cache keyed by the waveform's SHA-256 and the codec's dtype and device (which can change the codes)."""
+    cache keyed by the waveform's SHA-256 and the codec's dtype and device (which can change the codes).
+    The cache is guarded by a lock, so one processor can serve several threads."""
 
     def __init__(self, codec, max_entries: int = 32):
         self.codec = codec
         self.max_entries = max_entries
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._cache)
 
     def clear(self) -> None:
-        self._cache.clear()
+        with self._lock:
+            self._cache.clear()
 
     @torch.no_grad()
     def __call__(self, waveform: np.ndarray) -> torch.Tensor:
         codec = self.codec
         key = f"{hashlib.sha256(waveform.tobytes()).hexdigest()}:{codec.dtype}:{codec.device}"
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         values = torch.from_numpy(waveform)[None, None].to(device=codec.device, dtype=codec.dtype)
         encoded = codec.encode(values)
         codes = encoded.audio_codes[0, :, : int(encoded.audio_code_lengths[0])].to("cpu", torch.long)
         if self.max_entries > 0:
-            self._cache[key] = codes
-            while len(self._cache) > self.max_entries:
-                self._cache.popitem(last=False)
+            with self._lock:
+                self._cache[key] = codes
+                while len(self._cache) > self.max_entries:
+                    self._cache.popitem(last=False)
         return codes

@@ -402,6 +402,10 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
             raise ValueError(
                 f"audio_codes must have shape [batch, {num_codebooks}, frames], got {tuple(audio_codes.shape)}{hint}"
             )
+        if audio_codes.shape[0] == 0:
+            raise ValueError(
+                f"audio_codes has batch size 0 (shape {tuple(audio_codes.shape)}); batch must be >= 1"
+            )
         if audio_codes.is_floating_point() or audio_codes.is_complex() or audio_codes.dtype == torch.bool:
             raise TypeError(f"audio_codes must be an integer tensor, got {audio_codes.dtype}")
         if audio_codes.numel() and (lowest := int(audio_codes.min())) < 0:
@@ -423,10 +427,16 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
                 f"input_values must be mono audio of shape [batch, samples] or [batch, 1, samples], "
                 f"got {tuple(input_values.shape)}"
             )
+        if input_values.shape[0] == 0:
+            raise ValueError(
+                f"input_values has batch size 0 (shape {tuple(input_values.shape)}); batch must be >= 1"
+            )
         if not input_values.is_floating_point():
             raise TypeError(f"input_values must be float audio in [-1, 1], got {input_values.dtype}")
         if input_values.shape[-1] == 0:
             raise ValueError("input_values is empty (0 samples)")
+        if not bool(torch.isfinite(input_values).all()):
+            raise ValueError("input_values contains NaN or infinite samples")
         return input_values.to(self.device, self.dtype)
 
 
@@ -439,6 +449,8 @@ class FishS2CodecStreamingDecoder:
     """
 
     def __init__(self, codec: FishS2CodecModel, batch_size: int = 1):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.codec = codec
         self.batch_size = batch_size
         self.reset()
