@@ -480,6 +480,8 @@ class FishS2Processor(ProcessorMixin):
                 codec_subfolder = subfolder
         except OSError as error:
             raise OSError(f"cannot load FishS2Processor from {name!r}: {error}") from error
+        except ValueError as error:  # e.g. a corrupt tokenizer.json
+            raise ValueError(f"cannot load FishS2Processor from {name!r}: {error}") from error
 
         settings = {}
         if processor_file is not None:

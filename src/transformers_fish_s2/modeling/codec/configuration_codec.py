@@ -357,8 +357,11 @@ class FishS2CodecConfig(PreTrainedConfig):
     def from_codec_config_file(cls, path: str | os.PathLike, **kwargs) -> FishS2CodecConfig:
         """Read ``codec_config.yaml`` (authors' hydra format) or ``codec_config.json`` (ours or hydra-style)."""
         path = Path(path)
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) if path.suffix in (".yaml", ".yml") else json.load(handle)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle) if path.suffix in (".yaml", ".yml") else json.load(handle)
+        except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not a valid codec config file: {error}") from error
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
         return cls.from_any(data, **kwargs)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
@@ -338,14 +339,20 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
         if decoder_only:
             config.decoder_only = True
         return_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(
-            pretrained_model_name_or_path,
-            *model_args,
-            subfolder=subfolder,
-            config=config,
-            output_loading_info=True,
-            **kwargs,
-        )
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path,
+                *model_args,
+                subfolder=subfolder,
+                config=config,
+                output_loading_info=True,
+                **kwargs,
+            )
+        except SafetensorError as error:
+            raise ValueError(
+                f"Could not read the codec weights in {location!r}: {error}. The file is probably truncated or "
+                "corrupted; download or save it again."
+            ) from error
         if info["missing_keys"] or info["mismatched_keys"]:
             raise ValueError(
                 f"Codec weights in {location!r} do not match its config: missing {sorted(info['missing_keys'])}, "

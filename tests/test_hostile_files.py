@@ -1,0 +1,344 @@
+"""Hostile and broken files: pickles in codec.pth, corrupt safetensors, absurd configs, audio that is not audio.
+
+Every case must end in our own error naming the file or field, quickly, without running code from the file
+and without allocating what a lying header asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from conftest import EXPECTED, TINY
+from safetensors.torch import save_file
+from transformers import AutoConfig
+
+from transformers_fish_s2 import (
+    FishS2CheckpointError,
+    FishS2CodecConfig,
+    FishS2CodecModel,
+    FishS2Config,
+    FishS2ForConditionalGeneration,
+    FishS2Processor,
+)
+from transformers_fish_s2.cli import main
+from transformers_fish_s2.modeling.configuration_fish_s2 import MAX_LAYERS, MAX_PARAMETERS
+from transformers_fish_s2.processing.audio import MAX_AUDIO_SECONDS, load_audio, read_audio
+
+WAV = EXPECTED / "test_waveform_44k1_pcm16.wav"
+
+
+def tiny_copy(directory: Path) -> Path:
+    shutil.copytree(TINY, directory, ignore=shutil.ignore_patterns("expected"))
+    return directory
+
+
+class CreatesFileWhenUnpickled:
+    """Unpickling this calls ``open(path, "w")``: a harmless stand-in for arbitrary code execution."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# codec.pth
+# ---------------------------------------------------------------------------------------------------------
+
+REAL_CODEC = (TINY / "codec.pth").read_bytes()
+REFUSED = r"(?s)torch.load\(weights_only=True, mmap=True\).*other pickled objects are refused for safety"
+CODEC_FILES = {
+    "tensors plus a pickled object (zip)": (lambda path, marker: torch.save({"w": torch.zeros(2), "x": CreatesFileWhenUnpickled(marker)}, path), REFUSED),
+    "tensors plus a pickled object (legacy format)": (lambda path, marker: torch.save({"w": torch.zeros(2), "x": CreatesFileWhenUnpickled(marker)}, path, _use_new_zipfile_serialization=False), REFUSED),
+    "a bare pickle": (lambda path, marker: path.write_bytes(pickle.dumps(CreatesFileWhenUnpickled(marker))), REFUSED),
+    "truncated": (lambda path, marker: path.write_bytes(REAL_CODEC[: len(REAL_CODEC) // 2]), REFUSED),
+    "random bytes": (lambda path, marker: path.write_bytes(os.urandom(4096)), REFUSED),
+    "empty": (lambda path, marker: path.write_bytes(b""), REFUSED),
+    "a dict of non-tensors": (lambda path, marker: torch.save({"w": 1, "b": "x"}, path), r"does not contain a flat state dict of tensors"),
+    "a list of tensors": (lambda path, marker: torch.save([torch.zeros(1)], path), r"does not contain a flat state dict of tensors"),
+    "tensors under unknown names": (lambda path, marker: torch.save({"surprise": torch.zeros(1)}, path), r"does not match the codec built from its config \(missing \d+: .*unexpected 1: surprise\)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("write", "match"), list(CODEC_FILES.values()), ids=list(CODEC_FILES))
+def test_hostile_codec_pth_is_refused_without_running_it(tmp_path, write, match):
+    folder = tmp_path / "codec"
+    folder.mkdir()
+    shutil.copy(TINY / "codec_config.yaml", folder)
+    marker = tmp_path / "code-was-run"
+    write(folder / "codec.pth", marker)
+    with pytest.raises(ValueError, match=match):
+        FishS2CodecModel.from_pretrained(folder)
+    assert not marker.exists()
+
+
+def test_processor_refuses_a_pickled_object_in_codec_pth(tmp_path):
+    folder = tiny_copy(tmp_path / "s2")
+    marker = tmp_path / "code-was-run"
+    torch.save({"w": torch.zeros(2), "x": CreatesFileWhenUnpickled(marker)}, folder / "codec.pth")
+    with pytest.raises(ValueError, match=REFUSED):
+        FishS2Processor.from_pretrained(folder)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# safetensors
+# ---------------------------------------------------------------------------------------------------------
+
+REAL_WEIGHTS = (TINY / "model.safetensors").read_bytes()
+
+
+def edit_header(edit) -> bytes:
+    """The tiny weights with their JSON header changed by ``edit(header)`` (data bytes unchanged)."""
+    (size,) = struct.unpack("<Q", REAL_WEIGHTS[:8])
+    header = json.loads(REAL_WEIGHTS[8 : 8 + size])
+    edit(header)
+    encoded = json.dumps(header).encode()
+    return struct.pack("<Q", len(encoded)) + encoded + REAL_WEIGHTS[8 + size :]
+
+
+def first_tensor(header: dict) -> dict:
+    return header[next(key for key in header if key != "__metadata__")]
+
+
+UNREADABLE = (
+    r"model.safetensors is not a readable safetensors file \(.*\); it is probably truncated or corrupted"
+)
+WEIGHT_FILES = {
+    "truncated": (lambda: REAL_WEIGHTS[: len(REAL_WEIGHTS) // 2], UNREADABLE),
+    "header length 2^62": (lambda: struct.pack("<Q", 2**62) + REAL_WEIGHTS[8:], UNREADABLE),
+    "offsets beyond the file": (lambda: edit_header(lambda h: first_tensor(h).update(data_offsets=[0, 10**12])), UNREADABLE),
+    "shape of 10^12 elements": (lambda: edit_header(lambda h: first_tensor(h).update(shape=[10**6, 10**6])), UNREADABLE),
+    "header that is not JSON": (lambda: struct.pack("<Q", 9) + b"{not json" + REAL_WEIGHTS[8:], UNREADABLE),
+    "empty": (lambda: b"", UNREADABLE),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("content", "match"), list(WEIGHT_FILES.values()), ids=list(WEIGHT_FILES))
+def test_corrupt_model_safetensors_fails_fast_naming_the_file(tmp_path, content, match):
+    folder = tiny_copy(tmp_path / "s2")
+    (folder / "model.safetensors").write_bytes(content())
+    start = time.perf_counter()
+    with pytest.raises(FishS2CheckpointError, match=match):
+        FishS2ForConditionalGeneration.from_pretrained(folder)
+    assert time.perf_counter() - start < 5
+
+
+def test_sharded_index_that_is_not_json_is_named(tmp_path):
+    folder = tiny_copy(tmp_path / "s2")
+    (folder / "model.safetensors.index.json").write_text("{not json")
+    with pytest.raises(
+        FishS2CheckpointError, match=r"model.safetensors.index.json is not a valid safetensors index"
+    ):
+        FishS2ForConditionalGeneration.from_pretrained(folder)
+
+
+def test_truncated_saved_codec_weights_are_named(tmp_path):
+    FishS2CodecModel.from_pretrained(TINY).save_pretrained(tmp_path / "codec")
+    weights = tmp_path / "codec" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(
+        ValueError, match=r"Could not read the codec weights in .*codec'.*truncated or corrupted"
+    ):
+        FishS2CodecModel.from_pretrained(tmp_path / "codec")
+
+
+@pytest.mark.xfail(strict=True, reason="cli.main must also catch FishS2CheckpointError (docs/reliability.md)")
+def test_cli_reports_corrupt_weights_in_one_line(tmp_path, capsys):
+    folder = tiny_copy(tmp_path / "s2")
+    (folder / "model.safetensors").write_bytes(REAL_WEIGHTS[:1000])
+    status = main(
+        ["speak", "Hi.", "-o", str(tmp_path / "out.wav"), "--model", str(folder), "--device", "cpu"]
+    )
+    assert status == 1
+    assert re.search(r"model.safetensors is not a readable safetensors file", capsys.readouterr().err)
+
+
+CODES_FILES = {
+    "truncated": (lambda path: path.write_bytes(path.read_bytes()[:40]), r"is not a safetensors codes file"),
+    "float codes": (lambda path: save_file({"codes": torch.zeros(10, 3)}, str(path)), r"expected integer codes \[num_codebooks, frames\], got torch.float32"),
+    "no codes tensor": (lambda path: save_file({"other": torch.zeros(10, 3, dtype=torch.long)}, str(path)), r"has no 'codes' tensor"),
+    "9 codebooks": (lambda path: save_file({"codes": torch.zeros(9, 3, dtype=torch.long)}, str(path)), r"audio_codes\[0\] must have shape \[10, T\]"),
+    "negative codes": (lambda path: save_file({"codes": torch.full((10, 3), -7)}, str(path)), r"audio_codes\[0\] has negative codes"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("corrupt", "match"), list(CODES_FILES.values()), ids=list(CODES_FILES))
+def test_cli_decode_refuses_broken_codes_files(tmp_path, capsys, corrupt, match):
+    codes = tmp_path / "voice.codes.safetensors"
+    save_file({"codes": torch.zeros(10, 3, dtype=torch.long)}, str(codes))
+    corrupt(codes)
+    output = tmp_path / "voice.wav"
+    assert main(["decode", str(codes), "-o", str(output), "--model", str(TINY), "--device", "cpu"]) == 1
+    assert re.search(match, capsys.readouterr().err.strip().splitlines()[-1])
+    assert not output.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# configs
+# ---------------------------------------------------------------------------------------------------------
+
+LIMIT_LAYERS = rf"layers \(.*\); the limit is {MAX_LAYERS} \(MAX_LAYERS\)"
+LIMIT_PARAMETERS = r"parameters \(.*\); the limit is 1e\+11 \(MAX_PARAMETERS\)"
+MODEL_CONFIGS = {
+    "text n_layer=10^9": ("text_config", {"n_layer": 10**9}, rf"FishS2TextConfig describes 1000000000 {LIMIT_LAYERS}"),
+    "text dim=10^9": ("text_config", {"dim": 10**9}, rf"FishS2TextConfig describes 2.05e\+12 {LIMIT_PARAMETERS}"),
+    "text vocab_size=10^12": ("text_config", {"vocab_size": 10**12}, rf"FishS2TextConfig describes .* {LIMIT_PARAMETERS}"),
+    "text intermediate_size=10^10": ("text_config", {"intermediate_size": 10**10}, rf"FishS2TextConfig describes .* {LIMIT_PARAMETERS}"),
+    "text n_head=2^40": ("text_config", {"n_head": 2**40, "n_local_heads": 2**40}, rf"FishS2TextConfig describes .* {LIMIT_PARAMETERS}"),
+    "text n_layer=-3": ("text_config", {"n_layer": -3}, r"FishS2TextConfig.n_layer must be a positive integer, got -3"),
+    "text n_layer='36'": ("text_config", {"n_layer": "36"}, r"FishS2TextConfig.n_layer must be a positive integer, got '36'"),
+    "text dim=2560.5": ("text_config", {"dim": 2560.5}, r"FishS2TextConfig.dim must be a positive integer, got 2560.5"),
+    "text head_dim odd": ("text_config", {"head_dim": 15}, r"FishS2TextConfig.head_dim must be even"),
+    "fast n_layer=10^9": ("audio_decoder_config", {"n_layer": 10**9}, rf"FishS2AudioDecoderConfig describes 1000000000 {LIMIT_LAYERS}"),
+    "fast num_codebooks=10^9": ("audio_decoder_config", {"num_codebooks": 10**9}, rf"FishS2AudioDecoderConfig describes .* {LIMIT_PARAMETERS}"),
+    "fast num_codebooks=0": ("audio_decoder_config", {"num_codebooks": 0}, r"num_codebooks must be a positive integer, got 0"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "match"), list(MODEL_CONFIGS.values()), ids=list(MODEL_CONFIGS)
+)
+def test_absurd_model_config_fails_before_building_anything(tmp_path, section, values, match):
+    folder = tiny_copy(tmp_path / "s2")
+    config = json.loads((folder / "config.json").read_text())
+    config[section].update(values)
+    (folder / "config.json").write_text(json.dumps(config))
+    start = time.perf_counter()
+    for load in (AutoConfig.from_pretrained, FishS2ForConditionalGeneration.from_pretrained):
+        with pytest.raises(ValueError, match=match):
+            load(folder)
+    assert time.perf_counter() - start < 2  # refused from the numbers, nothing was built
+
+
+def test_parameter_count_used_for_the_limit_is_exact():
+    for config in (FishS2Config(), FishS2Config.from_pretrained(TINY)):
+        with torch.device("meta"):
+            model = FishS2ForConditionalGeneration(config)
+        assert config.text_config.num_parameters == sum(p.numel() for p in model.text_model.parameters())
+        assert config.audio_decoder_config.num_parameters == sum(
+            p.numel() for p in model.audio_decoder.parameters()
+        )
+    released = FishS2Config()
+    total = released.text_config.num_parameters + released.audio_decoder_config.num_parameters
+    assert total == 4_561_852_416 and total * 20 < MAX_PARAMETERS  # s2-pro is far below the limit
+    for codec_config in (
+        FishS2CodecConfig(),
+        FishS2CodecConfig.from_codec_config_file(TINY / "codec_config.yaml"),
+    ):
+        with torch.device("meta"):
+            codec = FishS2CodecModel(codec_config)
+        actual = sum(p.numel() for p in codec.parameters())
+        assert 0.98 * actual <= codec_config.num_parameters <= actual  # a lower bound: biases/norms left out
+
+
+CODEC_CONFIGS = {
+    "quantizer n_layer=10^9": ("n_layer: 2", "n_layer: 1000000000", rf"FishS2CodecConfig describes 2000000011 {LIMIT_LAYERS}"),
+    "decoder_dim=2^40": ("decoder_dim: 64", "decoder_dim: 1099511627776", rf"FishS2CodecConfig describes .* {LIMIT_PARAMETERS}"),
+    "codebook_size=10^12": ("codebook_size: 32", "codebook_size: 1000000000000", rf"FishS2CodecConfig describes .* {LIMIT_PARAMETERS}"),
+    "a decoder rate of 0": ("decoder_rates: [8, 8, 4, 2]", "decoder_rates: [0, 8, 4, 2]", r"FishS2CodecConfig.decoder_rates must be a non-empty list of positive integers"),
+    "codebook_dim=-8": ("codebook_dim: 8", "codebook_dim: -8", r"FishS2CodecConfig.codebook_dim must be a positive integer, got -8"),
+    "sample_rate='fast'": ("sample_rate: 44100", "sample_rate: fast", r"FishS2CodecConfig.sampling_rate must be a positive integer, got 'fast'"),
+    "not YAML": ("encoder_rates: [2, 4, 8, 8]", "encoder_rates: [2, 4", r"codec_config.yaml is not a valid codec config file"),
+    "a python object tag": ("sample_rate: 44100", "sample_rate: !!python/object/apply:os.system ['touch HACKED']", r"codec_config.yaml is not a valid codec config file: could not determine a constructor"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("old", "new", "match"), list(CODEC_CONFIGS.values()), ids=list(CODEC_CONFIGS))
+def test_absurd_codec_config_fails_before_building_anything(tmp_path, monkeypatch, old, new, match):
+    monkeypatch.chdir(tmp_path)
+    folder = tiny_copy(tmp_path / "s2")
+    yaml_file = folder / "codec_config.yaml"
+    assert old in yaml_file.read_text()
+    yaml_file.write_text(yaml_file.read_text().replace(old, new))
+    start = time.perf_counter()
+    for load in (FishS2CodecModel.from_pretrained, FishS2Processor.from_pretrained):
+        with pytest.raises(ValueError, match=match):
+            load(folder)
+    assert time.perf_counter() - start < 2
+    assert not (tmp_path / "HACKED").exists()
+
+
+def test_absurd_saved_codec_config_fails_before_building_anything(tmp_path):
+    FishS2CodecModel.from_pretrained(TINY).save_pretrained(tmp_path / "codec")
+    config_file = tmp_path / "codec" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["quantizer_transformer_layers"] = 10**9
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=LIMIT_LAYERS):
+        FishS2CodecModel.from_pretrained(tmp_path / "codec")
+
+
+def test_corrupt_tokenizer_and_config_files_name_what_was_loading(tmp_path):
+    broken_tokenizer = tiny_copy(tmp_path / "tokenizer")
+    (broken_tokenizer / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"cannot load FishS2Processor from .*tokenizer'"):
+        FishS2Processor.from_pretrained(broken_tokenizer)
+    broken_config = tiny_copy(tmp_path / "config")
+    (broken_config / "config.json").write_text("{not json")
+    with pytest.raises(OSError, match=r"config.json' is not a valid JSON file"):
+        FishS2ForConditionalGeneration.from_pretrained(broken_config)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# audio files
+# ---------------------------------------------------------------------------------------------------------
+
+
+def write_wav(samples: int, rate: int):
+    def write(path: Path) -> None:
+        soundfile.write(path, np.zeros(samples, np.float32), rate, format="WAV", subtype="PCM_16")
+
+    return write
+
+
+CANNOT_READ = r"cannot read audio from {where}"
+AUDIO_FILES = {
+    "text file": (lambda path: path.write_text("not audio\n" * 100), CANNOT_READ),
+    "zero bytes": (lambda path: path.write_bytes(b""), CANNOT_READ),
+    "RIFF header only": (lambda path: path.write_bytes(WAV.read_bytes()[:12]), CANNOT_READ),
+    "random bytes": (lambda path: path.write_bytes(os.urandom(10_000)), CANNOT_READ),
+    "no samples": (write_wav(0, 44100), r"audio file {where} contains no samples"),
+    "11 minutes (at 1 Hz)": (write_wav(660, 1), rf"audio file {{where}} is 660.0 s long; audio inputs are limited to max_seconds={MAX_AUDIO_SECONDS:g} s"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("write", "match"), list(AUDIO_FILES.values()), ids=list(AUDIO_FILES))
+def test_hostile_audio_files_are_refused_everywhere_they_are_read(tmp_path, capsys, write, match):
+    path = tmp_path / "voice.wav"
+    write(path)
+    in_file = match.format(where=re.escape(repr(str(path))))
+    with pytest.raises(ValueError, match=in_file):
+        read_audio(path)
+    with pytest.raises(ValueError, match=match.format(where="the given bytes")):
+        load_audio(path.read_bytes())
+    processor = FishS2Processor.from_pretrained(TINY)
+    with pytest.raises(ValueError, match=re.escape("references[0]['audio']: ") + in_file):
+        processor("Hi.", references=[{"text": "Hello.", "audio": str(path)}])
+    output = tmp_path / "voice.codes.safetensors"
+    assert main(["encode", str(path), "-o", str(output), "--model", str(TINY), "--device", "cpu"]) == 1
+    assert re.search(in_file, capsys.readouterr().err)
+    assert not output.exists()
+
+
+def test_a_wav_header_that_lies_about_its_size_reads_only_what_is_there(tmp_path):
+    path = tmp_path / "voice.wav"
+    write_wav(1000, 44100)(path)
+    content = bytearray(path.read_bytes())
+    data = content.find(b"data")
+    content[data + 4 : data + 8] = struct.pack("<I", 0xFFFFFFF0)  # the data chunk claims 4 GB
+    path.write_bytes(bytes(content))
+    audio, rate = read_audio(path)
+    assert rate == 44100 and audio.shape == (1, 1000)
