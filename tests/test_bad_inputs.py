@@ -276,14 +276,10 @@ def test_max_new_tokens_beyond_the_context_is_capped_with_a_warning(env, caplog)
 
 MODEL = ["--model", str(TINY), "--device", "cpu"]
 SPEAK = ["speak", "Hello there.", "-o", "out.wav", *MODEL, "--dtype", "float32", "--max-new-tokens", "2"]
-PENDING_CLI_FIX = pytest.mark.xfail(
-    strict=True,
-    reason="cli.py must write --stream output to a temporary file and rename it (docs/reliability.md)",
-)
 
 CLI = {
     "--top-p 2": (SPEAK + ["--top-p", "2"], 1, r"top_p must be in \(0, 1\], got 2.0"),
-    "--top-p 2 --stream": pytest.param(SPEAK + ["--top-p", "2", "--stream"], 1, r"top_p must be in \(0, 1\], got 2.0", marks=PENDING_CLI_FIX),
+    "--top-p 2 --stream": (SPEAK + ["--top-p", "2", "--stream"], 1, r"top_p must be in \(0, 1\], got 2.0"),
     "--temperature 0": (SPEAK + ["--temperature", "0"], 1, r"temperature must be > 0 when sampling"),
     "--top-k -1": (SPEAK + ["--top-k", "-1"], 1, r"top_k must be an integer >= 0"),
     "--max-new-tokens 0": (SPEAK + ["--max-new-tokens", "0"], 1, r"--max-new-tokens must be at least 1, got 0"),

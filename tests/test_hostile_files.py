@@ -155,7 +155,6 @@ def test_truncated_saved_codec_weights_are_named(tmp_path):
         FishS2CodecModel.from_pretrained(tmp_path / "codec")
 
 
-@pytest.mark.xfail(strict=True, reason="cli.main must also catch FishS2CheckpointError (docs/reliability.md)")
 def test_cli_reports_corrupt_weights_in_one_line(tmp_path, capsys):
     folder = tiny_copy(tmp_path / "s2")
     (folder / "model.safetensors").write_bytes(REAL_WEIGHTS[:1000])

@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from .files import atomic_output
 from .hub import DEFAULT_MODEL_ID
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -51,9 +52,12 @@ def write_codes_file(
     metadata = {"format": CODES_FORMAT, "sampling_rate": str(sampling_rate)}
     if text is not None:
         metadata["text"] = text
-    save_file(
-        {CODES_KEY: torch.as_tensor(codes, dtype=torch.long).contiguous()}, str(path), metadata=metadata
-    )
+    with atomic_output(path) as temporary:
+        save_file(
+            {CODES_KEY: torch.as_tensor(codes, dtype=torch.long).contiguous()},
+            str(temporary),
+            metadata=metadata,
+        )
 
 
 def read_codes_file(path: str | os.PathLike):
@@ -150,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="UTF-8 bytes of speaker turns per chunk of long dialogue (default 300)",
     )
     out = speak.add_argument_group("output")
-    out.add_argument("--stream", action="store_true", help="write audio chunks to the file as they are made")
+    out.add_argument(
+        "--stream",
+        action="store_true",
+        help="write audio chunks as they are made (to a hidden .partial file beside --output, renamed when done)",
+    )
     out.add_argument(
         "--save-codes",
         type=Path,
@@ -391,9 +399,15 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
 
 def _load(model: str, device: str | None, dtype: str | None = None, quantization: str | None = None):
     from .hub import load_model_and_processor
+    from .modeling import FishS2CheckpointError
 
     _check_device(device)
-    model, processor = load_model_and_processor(model, device=device, dtype=dtype, quantization=quantization)
+    try:
+        model, processor = load_model_and_processor(
+            model, device=device, dtype=dtype, quantization=quantization
+        )
+    except FishS2CheckpointError as error:  # a corrupt or mismatched download: the message says what to do
+        raise CLIError(str(error)) from error
     if processor.codec is None:
         raise CLIError("the checkpoint has no codec (codec.pth or codec/), so no audio can be made")
     return model, processor
@@ -453,12 +467,14 @@ def _write_audio(processor, output, path: Path) -> int:
     else:  # an empty but valid file, so that a caller's pipeline does not break
         import soundfile
 
-        soundfile.write(path, audio, processor.sampling_rate)
+        with atomic_output(path) as temporary:
+            soundfile.write(temporary, audio, processor.sampling_rate, format=path.suffix[1:].upper())
     return len(audio)
 
 
 def _generate_streaming(model, processor, generate: dict, progress: _FrameProgress, path: Path):
-    """Generate in a worker thread and append each decoded chunk to the file as soon as it arrives."""
+    """Generate in a worker thread and append each decoded chunk to the file as soon as it arrives (under a
+    temporary name, renamed when complete: a failed run leaves no partial file at ``path``)."""
     import numpy as np
     import soundfile
     import torch
@@ -479,8 +495,9 @@ def _generate_streaming(model, processor, generate: dict, progress: _FrameProgre
     worker = threading.Thread(target=work, name="fish-s2-generate", daemon=True)
     samples = 0
     with (
+        atomic_output(path) as temporary,
         soundfile.SoundFile(
-            path, "w", samplerate=processor.sampling_rate, channels=1, format=path.suffix[1:].upper()
+            temporary, "w", samplerate=processor.sampling_rate, channels=1, format=path.suffix[1:].upper()
         ) as sink,
         torch.no_grad(),
     ):
@@ -489,9 +506,9 @@ def _generate_streaming(model, processor, generate: dict, progress: _FrameProgre
             sink.write(np.clip(chunk.numpy(), -1.0, 1.0))
             sink.flush()
             samples += chunk.shape[-1]
-    worker.join()
-    if "error" in result:
-        raise result["error"]
+        worker.join()
+        if "error" in result:
+            raise result["error"]
     return result["output"], samples
 
 
