@@ -1,0 +1,104 @@
+"""Long-run stability: many consecutive requests on one model and processor keep memory flat.
+
+Each request builds a prompt (every other one with a new reference voice, so the reference-code cache keeps
+churning), generates a few frames (greedy and sampled, batch 1 and 2, three prompt lengths, so the reused decode
+state is both kept and replaced) and decodes the audio. After a warm-up, resident memory (``/proc/self/statm``)
+and the number of live tensors must not grow: a leak of one tiny KV cache per call would add ~30 MB here.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+
+from transformers_fish_s2 import FishS2ForConditionalGeneration, FishS2Processor
+
+TEXTS = [
+    "Nice to meet you. How are you today?",
+    "Hello! This is a tiny parity test.",
+    "One more sentence, a little longer than the others, so the prompt length changes.",
+]
+WARM_UP, RUNS = 20, 200
+MAX_RSS_GROWTH_MB = 12
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE_SIZE / 2**20
+
+
+def live_tensors() -> int:
+    gc.collect()
+    return sum(issubclass(type(obj), torch.Tensor) for obj in gc.get_objects())
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_repeated_requests_keep_memory_flat_and_the_reference_cache_bounded(one_thread):
+    model = FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32)
+    processor = FishS2Processor.from_pretrained(TINY, reference_cache_size=8)
+    rng = np.random.default_rng(0)
+
+    def request(i: int) -> None:
+        references = None
+        if i % 2:  # a voice never seen before: encoded, cached, eventually evicted
+            voice = rng.uniform(-0.5, 0.5, 2048).astype(np.float32)
+            references = [{"text": "A reference.", "audio": voice, "sampling_rate": 44100}]
+        text = TEXTS[i % 3] if i % 4 else TEXTS[:2]
+        output = model.generate(
+            **processor(text, references=references), max_new_tokens=4, do_sample=bool(i % 3)
+        )
+        waveforms = processor.decode(output)
+        assert len(waveforms) == output.sequences.shape[0]
+
+    for i in range(WARM_UP):
+        request(i)
+    tensors_before, rss_before = live_tensors(), rss_mb()
+    checkpoints = []
+    for i in range(RUNS):
+        request(WARM_UP + i)
+        if (i + 1) % 50 == 0:
+            checkpoints.append(round(rss_mb(), 1))
+    tensors_after, rss_after = live_tensors(), rss_mb()
+
+    print(
+        f"\nRSS after {WARM_UP} warm-up requests: {rss_before:.1f} MB; every 50 of {RUNS} more: {checkpoints} MB; "
+        f"growth {rss_after - rss_before:+.1f} MB; live tensors {tensors_before} -> {tensors_after}"
+    )
+    assert rss_after - rss_before < MAX_RSS_GROWTH_MB
+    assert tensors_after <= tensors_before
+    assert len(processor._reference_encoder) == 8  # LRU bound held while 110 new voices went through
+
+
+def test_reference_cache_is_an_lru_of_the_configured_size():
+    processor = FishS2Processor.from_pretrained(TINY, reference_cache_size=3)
+    voices = [np.random.default_rng(seed).uniform(-0.5, 0.5, 2048).astype(np.float32) for seed in range(5)]
+
+    def encode(voice: np.ndarray) -> torch.Tensor:
+        inputs = processor(
+            "Hi.", references=[{"text": "A reference.", "audio": voice, "sampling_rate": 44100}]
+        )
+        return inputs["audio_codes"]
+
+    first = [encode(voice) for voice in voices]
+    assert len(processor._reference_encoder) == 3
+    encode(voices[4])  # most recent: still cached, moved to the end
+    assert len(processor._reference_encoder) == 3
+    for voice, codes in zip(voices, first):  # evicted voices are re-encoded to the same codes
+        torch.testing.assert_close(encode(voice), codes, rtol=0, atol=0)
+    assert len(processor._reference_encoder) == 3
+    no_cache = FishS2Processor.from_pretrained(TINY, reference_cache_size=0)
+    no_cache("Hi.", references=[{"text": "A reference.", "audio": voices[0], "sampling_rate": 44100}])
+    assert len(no_cache._reference_encoder) == 0
