@@ -18,6 +18,8 @@ from .modeling import (
     FishS2TextModel,
 )
 from .modeling.codec import FishS2CodecConfig, FishS2CodecModel, FishS2CodecStreamingDecoder
+from .modeling.generation_fish_s2 import FishS2GenerateOutput, FishS2GenerationConfig
+from .modeling.streaming import FishS2AudioStreamer
 from .processing import FishS2Conversation, FishS2Processor
 
 
@@ -39,6 +41,7 @@ register_auto_classes()
 __all__ = [
     "FishS2AudioDecoder",
     "FishS2AudioDecoderConfig",
+    "FishS2AudioStreamer",
     "FishS2CheckpointError",
     "FishS2CodecConfig",
     "FishS2CodecModel",
@@ -46,6 +49,8 @@ __all__ = [
     "FishS2Config",
     "FishS2Conversation",
     "FishS2ForConditionalGeneration",
+    "FishS2GenerateOutput",
+    "FishS2GenerationConfig",
     "FishS2Output",
     "FishS2PreTrainedModel",
     "FishS2Processor",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import GenerationConfig, GenerationMixin
@@ -36,6 +37,9 @@ from transformers.generation.streamers import BaseStreamer
 from transformers.utils import ModelOutput, logging
 
 from .sampling import FishS2Sampler
+
+if TYPE_CHECKING:
+    from ..processing import FishS2Processor
 
 logger = logging.get_logger(__name__)
 
@@ -296,9 +300,9 @@ class FishS2GenerationMixin(GenerationMixin):
 
     def generate_long(
         self,
-        processor,
+        processor: FishS2Processor,
         text: str,
-        references=None,
+        references: list[dict] | dict | None = None,
         *,
         chunk_length: int | None = None,
         generation_config: GenerationConfig | None = None,
@@ -314,6 +318,7 @@ class FishS2GenerationMixin(GenerationMixin):
         chunk ended with ``<|im_end|>``. A ``streamer`` receives the frames of all chunks, then one ``end()``.
         Keyword arguments are passed to :meth:`generate` for every chunk.
         """
+        kwargs.pop("return_dict_in_generate", None)  # always a FishS2GenerateOutput here
         conversation = processor.conversation(references)
         chunk_streamer = _ForwardWithoutEnd(streamer) if streamer is not None else None
         pieces, all_ended = [], True
@@ -429,6 +434,12 @@ class FishS2GenerationMixin(GenerationMixin):
         """
         if not compile:
             return self._decode_frame
+        quantizer = getattr(self, "hf_quantizer", None)
+        if quantizer is not None and not quantizer.is_compileable:
+            raise ValueError(
+                f"compile=True does not work with {type(quantizer).__name__} quantization (its kernels do not "
+                "compile); generate with compile=False"
+            )
         if compile_config is None:
             backend, mode, options = (
                 "inductor",
