@@ -270,6 +270,13 @@ def test_caches_sized_by_request_not_context():
     assert "_fish_s2_decode_state" not in model.__dict__
 
 
+def test_compile_refuses_a_quantizer_that_cannot_compile():
+    model = tiny_random_model()
+    model.hf_quantizer = mock.Mock(is_compileable=False)
+    with pytest.raises(ValueError, match="compile=False"):
+        model.generate(torch.randint(0, 80, (1, 9)), do_sample=False, max_new_tokens=3, compile=True)
+
+
 def test_max_new_tokens_is_capped_by_the_context():
     model = tiny_random_model(max_seq_len=64)
     prompt = torch.randint(0, 80, (1, 60), generator=torch.Generator().manual_seed(2))
