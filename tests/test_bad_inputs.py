@@ -9,7 +9,7 @@ check that no file was left behind (not even a partial one).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,7 +37,8 @@ class Bad:
 
 
 @pytest.fixture(scope="module")
-def env() -> SimpleNamespace:
+def env() -> Iterator[SimpleNamespace]:
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     model = FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32)
     processor = FishS2Processor.from_pretrained(TINY)
@@ -54,7 +55,7 @@ def env() -> SimpleNamespace:
         return processor("Hello.", references=[{"text": "A reference.", **fields}])
 
     tts = pipeline("text-to-speech", model=model, processor=processor, tokenizer=processor.tokenizer)
-    return SimpleNamespace(
+    yield SimpleNamespace(
         model=model,
         processor=processor,
         codec=processor.codec,
@@ -66,6 +67,7 @@ def env() -> SimpleNamespace:
         reference=reference,
         tts=tts,
     )
+    torch.set_num_threads(threads)
 
 
 PENDING_GENERATE_FIX = pytest.mark.xfail(
