@@ -70,10 +70,6 @@ def env() -> Iterator[SimpleNamespace]:
     torch.set_num_threads(threads)
 
 
-PENDING_GENERATE_FIX = pytest.mark.xfail(
-    strict=True, reason="needs the prompt/config checks listed in docs/reliability.md (generation_fish_s2.py)"
-)
-
 # ---------------------------------------------------------------------------------------------------------
 # generate()
 # ---------------------------------------------------------------------------------------------------------
@@ -84,9 +80,9 @@ GENERATE = {
     "input_ids is 3-D": Bad(lambda e: e.generate(input_ids=e.ids[None]), ValueError, r"input_ids must be a non-empty \[batch, seq_len\]"),
     "input_ids has no positions": Bad(lambda e: e.generate(input_ids=e.ids[:, :0], audio_codes=None, attention_mask=None), ValueError, r"input_ids must be a non-empty"),
     "input_ids is float": Bad(lambda e: e.generate(input_ids=e.ids.float()), ValueError, r"input_ids must hold integer token ids"),
-    "input_ids is bool": pytest.param(Bad(lambda e: e.generate(input_ids=e.ids.bool()), ValueError, r"input_ids must hold integer token ids"), marks=PENDING_GENERATE_FIX),
-    "input_ids on the meta device": pytest.param(Bad(lambda e: e.generate(input_ids=e.ids.to("meta")), ValueError, r"input_ids .*meta"), marks=PENDING_GENERATE_FIX),
-    "empty batch": pytest.param(Bad(lambda e: e.generate(input_ids=e.ids[:0], audio_codes=e.codes[:0], attention_mask=e.mask[:0]), ValueError, r"input_ids .*batch"), marks=PENDING_GENERATE_FIX),
+    "input_ids is bool": Bad(lambda e: e.generate(input_ids=e.ids.bool()), ValueError, r"input_ids must hold integer token ids"),
+    "input_ids on the meta device": Bad(lambda e: e.generate(input_ids=e.ids.to("meta")), ValueError, r"input_ids .*meta"),
+    "empty batch": Bad(lambda e: e.generate(input_ids=e.ids[:0], audio_codes=e.codes[:0], attention_mask=e.mask[:0]), ValueError, r"input_ids .*batch"),
     "input_ids negative": Bad(lambda e: e.generate(input_ids=e.ids.clone().fill_(-1)), ValueError, rf"input_ids .*outside the vocabulary \[0, {VOCAB}\)"),
     "input_ids beyond the vocabulary": Bad(lambda e: e.generate(input_ids=e.ids.clone().fill_(VOCAB)), ValueError, rf"input_ids .*outside the vocabulary \[0, {VOCAB}\)"),
     "audio_codes batch 2 vs input_ids batch 1": Bad(lambda e: e.generate(audio_codes=e.codes.repeat(2, 1, 1)), ValueError, r"audio_codes must be \[batch, num_codebooks, seq_len\] = \[1, 10, \d+\]"),
@@ -96,9 +92,9 @@ GENERATE = {
     "attention_mask one position short": Bad(lambda e: e.generate(attention_mask=e.mask[:, 1:]), ValueError, r"attention_mask must be \[batch, seq_len\]"),
     "audio_codes negative": Bad(lambda e: e.generate(audio_codes=e.codes.clone().fill_(-1)), ValueError, rf"audio_codes .*outside \[0, {CODEBOOK}\)"),
     "audio_codes beyond the codebook": Bad(lambda e: e.generate(audio_codes=e.codes.clone().fill_(CODEBOOK)), ValueError, rf"audio_codes .*outside \[0, {CODEBOOK}\)"),
-    "audio_codes is float": pytest.param(Bad(lambda e: e.generate(audio_codes=e.codes.float()), ValueError, r"audio_codes must hold integer codes"), marks=PENDING_GENERATE_FIX),
-    "audio_codes is a list": pytest.param(Bad(lambda e: e.generate(audio_codes=e.codes.tolist()), TypeError, r"audio_codes must be a tensor"), marks=PENDING_GENERATE_FIX),
-    "attention_mask is a list": pytest.param(Bad(lambda e: e.generate(attention_mask=e.mask.tolist()), TypeError, r"attention_mask must be a tensor"), marks=PENDING_GENERATE_FIX),
+    "audio_codes is float": Bad(lambda e: e.generate(audio_codes=e.codes.float()), ValueError, r"audio_codes must hold integer codes"),
+    "audio_codes is a list": Bad(lambda e: e.generate(audio_codes=e.codes.tolist()), TypeError, r"audio_codes must be a tensor"),
+    "attention_mask is a list": Bad(lambda e: e.generate(attention_mask=e.mask.tolist()), TypeError, r"attention_mask must be a tensor"),
     "attention_mask holds 2": Bad(lambda e: e.generate(attention_mask=e.mask * 2), ValueError, r"attention_mask must hold only 0 \(padding\) and 1"),
     "attention_mask right-padded": Bad(lambda e: e.generate(attention_mask=torch.cat([e.mask[:, :-1], torch.zeros_like(e.mask[:, :1])], 1)), ValueError, r"left padding: every row of attention_mask must be 0…0 1…1"),
     "attention_mask all padding": Bad(lambda e: e.generate(attention_mask=torch.zeros_like(e.mask)), ValueError, r"attention_mask must be 0…0 1…1"),
@@ -106,11 +102,11 @@ GENERATE = {
     "max_new_tokens=0": Bad(lambda e: e.generate(max_new_tokens=0), ValueError, r"max_new_tokens` must be greater than 0"),
     "max_new_tokens=-1": Bad(lambda e: e.generate(max_new_tokens=-1), ValueError, r"max_new_tokens` must be greater than 0"),
     "max_new_tokens=2.5": Bad(lambda e: e.generate(max_new_tokens=2.5), ValueError, r"max_new_tokens must be a positive integer"),
-    "max_new_tokens='2'": pytest.param(Bad(lambda e: e.generate(max_new_tokens="2"), ValueError, r"max_new_tokens must be a positive integer"), marks=PENDING_GENERATE_FIX),
+    "max_new_tokens='2'": Bad(lambda e: e.generate(max_new_tokens="2"), ValueError, r"max_new_tokens must be a positive integer"),
     "temperature=0 with sampling": Bad(lambda e: e.generate(temperature=0.0), ValueError, r"temperature must be > 0 when sampling"),
     "temperature=-1": Bad(lambda e: e.generate(temperature=-1.0), ValueError, r"temperature must be > 0 when sampling"),
     "temperature=nan": Bad(lambda e: e.generate(temperature=float("nan")), ValueError, r"temperature must be > 0 when sampling"),
-    "temperature='hot'": pytest.param(Bad(lambda e: e.generate(temperature="hot"), ValueError, r"temperature must be > 0"), marks=PENDING_GENERATE_FIX),
+    "temperature='hot'": Bad(lambda e: e.generate(temperature="hot"), ValueError, r"temperature must be > 0"),
     "top_p=0": Bad(lambda e: e.generate(top_p=0.0), ValueError, r"top_p must be in \(0, 1\]"),
     "top_p=-0.1": Bad(lambda e: e.generate(top_p=-0.1), ValueError, r"top_p must be in \(0, 1\]"),
     "top_p=1.5": Bad(lambda e: e.generate(top_p=1.5), ValueError, r"top_p must be in \(0, 1\]"),
@@ -125,7 +121,7 @@ GENERATE = {
     "num_return_sequences=2": Bad(lambda e: e.generate(num_return_sequences=2), ValueError, r"does not support \['num_return_sequences'\]"),
     "unsupported min_new_tokens": Bad(lambda e: e.generate(min_new_tokens=3), ValueError, r"does not support \['min_new_tokens'\]"),
     "unknown keyword": Bad(lambda e: e.generate(temprature=0.5), TypeError, r"unexpected keyword argument\(s\) \['temprature'\]"),
-    "generation_config is a dict": pytest.param(Bad(lambda e: e.generate(generation_config={"do_sample": False}), TypeError, r"generation_config must be a .*GenerationConfig"), marks=PENDING_GENERATE_FIX),
+    "generation_config is a dict": Bad(lambda e: e.generate(generation_config={"do_sample": False}), TypeError, r"generation_config must be a .*GenerationConfig"),
     "generation_config with top_p=2": Bad(lambda e: e.generate(generation_config=GenerationConfig(top_p=2.0, do_sample=True)), ValueError, r"top_p must be in \(0, 1\]"),
     "streamer with batch 2": Bad(lambda e: e.model.generate(input_ids=e.ids.repeat(2, 1), max_new_tokens=2, streamer=object()), ValueError, r"streaming supports batch size 1, got 2"),
 }  # fmt: skip

@@ -61,10 +61,6 @@ def run_together(jobs: list[Callable[[], object]]) -> list[object]:
     return results
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the per-model generate lock listed in docs/reliability.md (generation_fish_s2.py)",
-)
 def test_generate_from_two_threads_on_one_model_gives_the_sequential_results(model, processor):
     prompts = [processor(text) for text in TEXTS]
     expected = [model.generate(**prompt, **GREEDY).sequences for prompt in prompts]

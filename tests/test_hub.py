@@ -94,11 +94,6 @@ def test_saved_folder_loads_offline_through_auto_classes(tiny, tmp_path):
     assert ModelCard.load(folder / "README.md").data.pipeline_tag == "text-to-speech"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="generation_config.json is saved with _from_model_config=true, so transformers drops the ras_* fields "
-    "on load and the shipped defaults come back (FishS2GenerationConfig.from_model_config, generation helper)",
-)
 def test_repetition_aware_sampling_settings_survive_save_and_reload(tmp_path):
     model = FishS2ForConditionalGeneration.from_pretrained(TINY)
     model.generation_config.ras_window_size = 4

@@ -26,6 +26,9 @@ noise is drawn after every row has ended. On CUDA the noise comes from the CUDA 
 from __future__ import annotations
 
 import math
+import numbers
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -76,6 +79,42 @@ _UNSUPPORTED_OPTIONS = (
     "output_attentions", "output_hidden_states", "output_scores", "output_logits",
 )  # fmt: skip
 
+# Numeric options: what each must be (checked for type before transformers' own validation compares them).
+_INTEGER_OPTIONS = {
+    "max_new_tokens": "a positive integer",
+    "top_k": "an integer >= 0 (0 disables it)",
+    "ras_window_size": "an integer >= 0",
+}
+_REAL_OPTIONS = {
+    "temperature": "> 0 when sampling",
+    "top_p": "in (0, 1]",
+    "ras_temperature": "> 0",
+    "ras_top_p": "in (0, 1]",
+    "repetition_penalty": "> 0",
+}
+
+
+def _check_option_types(options: dict) -> None:
+    for names, kind in ((_INTEGER_OPTIONS, numbers.Integral), (_REAL_OPTIONS, numbers.Real)):
+        for name, requirement in names.items():
+            value = options.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+                raise ValueError(f"generation config: {name} must be {requirement}, got {value!r}")
+
+
+_GENERATION_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_GENERATION_LOCKS_GUARD = threading.Lock()
+
+
+def _generation_lock(model) -> threading.RLock:
+    """The model's generate lock: its decode state is shared, so concurrent calls take turns. Kept outside
+    the model (a lock attribute would break ``copy.deepcopy`` and pickling); re-entrant for ``generate_long``."""
+    with _GENERATION_LOCKS_GUARD:
+        lock = _GENERATION_LOCKS.get(model)
+        if lock is None:
+            lock = _GENERATION_LOCKS[model] = threading.RLock()
+        return lock
+
 
 class FishS2GenerationConfig(GenerationConfig):
     """A ``GenerationConfig`` whose unset fields take the Fish S2 defaults (:data:`FISH_S2_GENERATION_DEFAULTS`).
@@ -94,6 +133,9 @@ class FishS2GenerationConfig(GenerationConfig):
         super().__init__(**kwargs)
         for key, value in extra.items():
             setattr(self, key, FISH_S2_GENERATION_DEFAULTS[key] if value is None else value)
+        # These are real settings, not values derived from the model config: saved with the flag set,
+        # transformers' loader would drop the extra fields on the way back.
+        self._from_model_config = False
 
     @classmethod
     def from_model_config(cls, model_config) -> FishS2GenerationConfig:
@@ -181,6 +223,10 @@ class FishS2DecodeState:
         self.sampler.repetition_penalty = sampler.repetition_penalty
 
 
+def _is_integer(tensor: torch.Tensor) -> bool:
+    return not (tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool)
+
+
 def sampler_tensors(sampler: FishS2Sampler) -> tuple[torch.Tensor, ...]:
     return (
         sampler.temperature, sampler.top_p, sampler.top_k, sampler.ras_temperature, sampler.ras_top_p,
@@ -258,8 +304,32 @@ class FishS2GenerationMixin(GenerationMixin):
             :class:`FishS2GenerateOutput` (``sequences [B, num_codebooks, N]``, ``lengths``, ``eos_reached``).
             Rows that stop early keep running in the static batch until all rows stop, but their extra
             frames are discarded. Unlike the reference, a row that hits ``max_new_tokens`` keeps all its
-            frames (the reference drops the last one, SPEC §9.9).
+            frames (the reference drops the last one, SPEC §9.9). Concurrent calls on one model take turns
+            (they share its decode state).
         """
+        with _generation_lock(self):
+            return self._generate(
+                input_ids,
+                audio_codes,
+                attention_mask,
+                generation_config,
+                streamer,
+                compile,
+                sample_noise_on_cpu,
+                kwargs,
+            )
+
+    def _generate(
+        self,
+        input_ids,
+        audio_codes,
+        attention_mask,
+        generation_config,
+        streamer,
+        compile,
+        sample_noise_on_cpu,
+        kwargs,
+    ) -> FishS2GenerateOutput | torch.LongTensor:
         config = self._merge_generation_config(generation_config, kwargs)
         input_ids, audio_codes, attention_mask = self._check_prompt(input_ids, audio_codes, attention_mask)
         batch_size, prompt_length = input_ids.shape
@@ -319,6 +389,14 @@ class FishS2GenerationMixin(GenerationMixin):
         Keyword arguments are passed to :meth:`generate` for every chunk.
         """
         kwargs.pop("return_dict_in_generate", None)  # always a FishS2GenerateOutput here
+        with _generation_lock(self):  # the chunks of one text are not interleaved with other calls
+            return self._generate_long(
+                processor, text, references, chunk_length, generation_config, streamer, kwargs
+            )
+
+    def _generate_long(
+        self, processor, text, references, chunk_length, generation_config, streamer, kwargs
+    ) -> FishS2GenerateOutput:
         conversation = processor.conversation(references)
         chunk_streamer = _ForwardWithoutEnd(streamer) if streamer is not None else None
         pieces, all_ended = [], True
@@ -515,6 +593,12 @@ class FishS2GenerationMixin(GenerationMixin):
         self, generation_config: GenerationConfig | None, kwargs: dict
     ) -> GenerationConfig:
         """Priority: kwargs > ``generation_config`` > ``model.generation_config`` > shipped defaults."""
+        if generation_config is not None and not isinstance(generation_config, GenerationConfig):
+            raise TypeError(
+                "generation_config must be a transformers GenerationConfig, got "
+                f"{type(generation_config).__name__}; pass options as keyword arguments"
+            )
+        _check_option_types(kwargs)
         merged = GenerationConfig(**(generation_config or self.generation_config).to_dict())
         if generation_config is not None:
             merged.update(**self.generation_config.to_dict(), defaults_only=True, allow_custom_entries=True)
@@ -538,16 +622,20 @@ class FishS2GenerationMixin(GenerationMixin):
                 "reference sampler (temperature, top_p, top_k, repetition_penalty, ras_*) up to max_new_tokens"
             )
 
+        _check_option_types(
+            {name: getattr(config, name, None) for name in (*_INTEGER_OPTIONS, *_REAL_OPTIONS)}
+        )
+
         def require(condition: bool, message: str) -> None:
             if not condition:
                 raise ValueError(f"generation config: {message}")
 
         require(
-            isinstance(config.max_new_tokens, int) and config.max_new_tokens >= 1,
+            config.max_new_tokens is not None and config.max_new_tokens >= 1,
             f"max_new_tokens must be a positive integer, got {config.max_new_tokens!r}",
         )
         require(
-            isinstance(config.ras_window_size, int) and config.ras_window_size >= 0,
+            config.ras_window_size is not None and config.ras_window_size >= 0,
             f"ras_window_size must be an integer >= 0, got {config.ras_window_size!r}",
         )
         require(
@@ -559,7 +647,7 @@ class FishS2GenerationMixin(GenerationMixin):
             )
             require(0 < config.top_p <= 1, f"top_p must be in (0, 1], got {config.top_p}")
             require(
-                config.top_k is None or (isinstance(config.top_k, int) and config.top_k >= 0),
+                config.top_k is None or config.top_k >= 0,
                 f"top_k must be an integer >= 0 (0 disables it), got {config.top_k!r}",
             )
             require(config.ras_temperature > 0, f"ras_temperature must be > 0, got {config.ras_temperature}")
@@ -591,15 +679,20 @@ class FishS2GenerationMixin(GenerationMixin):
         attention_mask: torch.Tensor | None,
     ) -> tuple[torch.LongTensor, torch.LongTensor, torch.LongTensor]:
         """Validated prompt tensors on the model's device (audio_codes/attention_mask filled in if absent)."""
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or 0 in input_ids.shape:
             shape = (
                 tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
             )
             raise ValueError(
                 f"input_ids must be a non-empty [batch, seq_len] tensor of token ids, got {shape}"
             )
-        if input_ids.dtype.is_floating_point:
+        if not _is_integer(input_ids):
             raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+        if input_ids.device.type == "meta":
+            raise ValueError("input_ids is on the meta device (a tensor without data); pass real token ids")
+        for name, value in (("audio_codes", audio_codes), ("attention_mask", attention_mask)):
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name} must be a tensor (or None), got {type(value).__name__}")
         batch_size, length = input_ids.shape
         num_codebooks = self.config.num_codebooks
         device = self.device
@@ -611,6 +704,8 @@ class FishS2GenerationMixin(GenerationMixin):
                 f"audio_codes must be [batch, num_codebooks, seq_len] = [{batch_size}, {num_codebooks}, {length}] "
                 f"to match input_ids, got {tuple(audio_codes.shape)}"
             )
+        elif not _is_integer(audio_codes):
+            raise ValueError(f"audio_codes must hold integer codes, got dtype {audio_codes.dtype}")
         audio_codes = audio_codes.to(device=device, dtype=torch.long)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
