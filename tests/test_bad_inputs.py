@@ -240,7 +240,17 @@ PIPELINE = {
     "pipeline reference without audio": Bad(lambda e: e.tts(TEXT, preprocess_params={"references": [{"text": "x"}]}), ValueError, r"references\[0\] has a transcript but no 'audio' or 'codes'"),
 }  # fmt: skip
 
-API_ROWS = {**GENERATE, **PROCESSOR, **SAVE_AUDIO, **CODEC, **PIPELINE}
+API_ROWS = {
+    f"{group}: {name}": row
+    for group, rows in (
+        ("generate", GENERATE),
+        ("processor", PROCESSOR),
+        ("save_audio", SAVE_AUDIO),
+        ("codec", CODEC),
+        ("pipeline", PIPELINE),
+    )
+    for name, row in rows.items()
+}
 MESSAGES: dict[str, str] = {}
 
 
@@ -302,7 +312,9 @@ CLI = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(("argv", "status", "match"), list(CLI.values()), ids=list(CLI))
+@pytest.mark.parametrize(
+    ("argv", "status", "match"), list(CLI.values()), ids=[f"cli: {name}" for name in CLI]
+)
 def test_cli_rejects_bad_input_in_one_line_and_leaves_no_file(
     argv, status, match, tmp_path, monkeypatch, capsys, request
 ):
