@@ -477,13 +477,15 @@ class FishS2GenerationMixin(GenerationMixin):
         )
         code = (token - self.config.semantic_start_token_id).clamp(0, codebook_size - 1)
         codes = [code]
-        fast.decode_step(fast.project_in(hidden)[:, None], 0, state.fast_cache)  # fills slot 0; logits unused
+        # Fast positions 0 (the slow hidden state) and 1 (the semantic code) in one pass, then one per codebook.
+        inputs, position = torch.stack([fast.project_in(hidden), fast.embed_codes(code)], dim=1), 0
         for index in range(1, self.config.num_codebooks):
-            fast_logits = fast.decode_step(fast.embed_codes(code)[:, None], index, state.fast_cache)
+            fast_logits = fast.decode_step(inputs, position, state.fast_cache)
             code = sampler.sample_code(
                 fast_logits, uniform(2 * vocab_size + (index - 1) * codebook_size, codebook_size)
             )
             codes.append(code)
+            inputs, position = fast.embed_codes(code)[:, None], index + 1
         return token, torch.stack(codes, dim=1)
 
     def _record_frame(

@@ -393,28 +393,34 @@ class FishS2AudioDecoder(FishS2PreTrainedModel):
             [self.project_in(hidden_states)[:, None], self.embed_codes(codes[:, :-1])], dim=1
         )
         position_ids = torch.arange(num_codebooks, device=inputs_embeds.device)[None]
-        return self._run(inputs_embeds, position_ids, cache=None)
+        return self.output(self._run(inputs_embeds, position_ids, cache=None))
 
     def decode_step(
         self, inputs_embeds: torch.Tensor, position: torch.LongTensor | int, past_key_values: Cache
     ) -> torch.Tensor:
-        """One fast-AR position for ``N`` frames at once: ``inputs_embeds [N, 1, dim]`` → logits ``[N, codebook_size]``.
+        """Fast-AR positions ``position … position+L-1`` for ``N`` frames at once: ``inputs_embeds [N, L, dim]`` →
+        logits ``[N, codebook_size]`` of the last of them (the head runs only there).
 
-        Writes keys/values at slot ``position`` of ``past_key_values`` (a cache from :meth:`make_fast_cache`) and
-        attends to slots ``0…position``, so a cache is reused across frames without clearing: a frame restarts at
+        Writes keys/values at those slots of ``past_key_values`` (a cache from :meth:`make_fast_cache`) and attends
+        causally to slots ``0…``, so a cache is reused across frames without clearing: a frame restarts at
         position 0 with ``project_in(hidden)`` and continues at position ``k`` with ``embed_codes(c_{k-1})``.
-        ``position`` may be an int or a 0-d/1-element tensor (a tensor avoids recompiling per position).
+        Generation feeds positions 0 and 1 in one call (both inputs are known once the semantic token is drawn),
+        so the layers' weights are read 9 times per frame instead of 10. ``position`` may be an int or a
+        0-d/1-element tensor (a tensor avoids recompiling per position).
         """
-        if inputs_embeds.dim() != 3 or inputs_embeds.shape[1] != 1:
+        if inputs_embeds.dim() != 3 or not 1 <= inputs_embeds.shape[1] <= self.config.num_codebooks:
             raise ValueError(
-                f"inputs_embeds must be [N, 1, {self.config.dim}], got {tuple(inputs_embeds.shape)}"
+                f"inputs_embeds must be [N, 1, {self.config.dim}] (or [N, L, {self.config.dim}] for L consecutive "
+                f"positions), got {tuple(inputs_embeds.shape)}"
             )
         seek_static_cache(past_key_values, position)
+        offsets = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)
         if isinstance(position, torch.Tensor):
-            position_ids = position.reshape(1, 1).to(device=inputs_embeds.device, dtype=torch.long)
+            position_ids = position.reshape(1, 1).to(device=inputs_embeds.device, dtype=torch.long) + offsets
         else:
-            position_ids = torch.full((1, 1), position, dtype=torch.long, device=inputs_embeds.device)
-        return self._run(inputs_embeds, position_ids, cache=past_key_values)[:, 0]
+            position_ids = (offsets + position)[None]
+        hidden_states = self._run(inputs_embeds, position_ids, cache=past_key_values)
+        return self.output(hidden_states[:, -1])
 
     def make_fast_cache(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -434,6 +440,7 @@ class FishS2AudioDecoder(FishS2PreTrainedModel):
     def _run(
         self, inputs_embeds: torch.Tensor, position_ids: torch.LongTensor, cache: Cache | None
     ) -> torch.Tensor:
+        """The blocks and the final norm (the output head is left to the caller)."""
         mask = create_causal_mask(
             config=self.config, inputs_embeds=inputs_embeds, attention_mask=None, cache=cache
         )
@@ -443,7 +450,7 @@ class FishS2AudioDecoder(FishS2PreTrainedModel):
             hidden_states = layer(
                 hidden_states, position_embeddings=position_embeddings, attention_mask=mask, cache=cache
             )
-        return self.output(self.norm(hidden_states))
+        return self.norm(hidden_states)
 
 
 class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixin):
