@@ -26,3 +26,15 @@ def tiny_dir() -> Path:
 @pytest.fixture(scope="session")
 def expected_dir() -> Path:
     return EXPECTED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The tiny test models' ops last microseconds; with two OpenMP threads on two (often shared) cores the
+    thread hand-offs cost 10-100x the work. Results do not depend on the thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -38,8 +38,6 @@ class Bad:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[SimpleNamespace]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     model = FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32)
     processor = FishS2Processor.from_pretrained(TINY)
     prompt = processor(TEXT)
@@ -67,7 +65,6 @@ def env() -> Iterator[SimpleNamespace]:
         reference=reference,
         tts=tts,
     )
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -5,8 +5,6 @@ GPU caveats (other noise generator, non-deterministic kernels, compile vs eager)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from conftest import TINY
@@ -20,11 +18,8 @@ SAMPLED = {"max_new_tokens": 16}  # the shipped sampling defaults
 
 
 @pytest.fixture(scope="module")
-def model() -> Iterator[FishS2ForConditionalGeneration]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32)
-    torch.set_num_threads(threads)
+def model() -> FishS2ForConditionalGeneration:
+    return FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import soxr
 import torch
 import yaml
 from conftest import EXPECTED, TINY
-from test_evaluation import one_thread, tiny_xvector  # noqa: F401  (one_thread: autouse fixture)
+from test_evaluation import tiny_xvector
 
 from transformers_fish_s2.evaluation import SpeakerEmbedder, error_rates
 from transformers_fish_s2.evaluation.runner import (

@@ -18,17 +18,6 @@ from transformers_fish_s2.evaluation import (
     unit_for_language,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; with two on a loaded machine each small matmul waits on the
-    thread barrier (generation of the tiny fixture was observed 80x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Hand-computed (see comments): tokens after normalisation and the edits between them.
 ENGLISH = [
     # [hello, world] vs [hello, word]: 1 substitution / 2 words

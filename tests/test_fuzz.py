@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -62,14 +61,6 @@ def mostly(usual: st.SearchStrategy, other: st.SearchStrategy) -> st.SearchStrat
     """``usual`` three times out of four (``one_of`` would pick each branch equally often)."""
     return st.integers(0, 3).flatmap(lambda pick: other if pick == 0 else usual)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: thread hand-offs cost more than the work (100× slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def turn_texts(text: str) -> list[str]:

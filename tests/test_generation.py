@@ -37,15 +37,6 @@ SAMPLED_RUNS = sorted(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny models' ops are microseconds long; with two OpenMP threads on shared cores their
-    synchronisation costs ~10x the work. One thread keeps this file fast (results do not depend on it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def model() -> FishS2ForConditionalGeneration:

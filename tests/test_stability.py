@@ -12,7 +12,6 @@ import gc
 import os
 
 import numpy as np
-import pytest
 import torch
 from conftest import TINY
 
@@ -38,15 +37,7 @@ def live_tensors() -> int:
     return sum(issubclass(type(obj), torch.Tensor) for obj in gc.get_objects())
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_repeated_requests_keep_memory_flat_and_the_reference_cache_bounded(one_thread):
+def test_repeated_requests_keep_memory_flat_and_the_reference_cache_bounded():
     model = FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32)
     processor = FishS2Processor.from_pretrained(TINY, reference_cache_size=8)
     rng = np.random.default_rng(0)

@@ -17,15 +17,6 @@ from transformers_fish_s2.modeling.codec import FishS2CodecModel
 from transformers_fish_s2.modeling.streaming import FishS2AudioStreamer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: OpenMP synchronisation would dominate on two shared cores (see test_generation.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model() -> FishS2ForConditionalGeneration:
     return FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32).eval()
