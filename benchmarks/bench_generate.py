@@ -8,6 +8,7 @@ row makes the requested number of frames.
 
     .venv/bin/python benchmarks/bench_generate.py                        # small, CPU, eager + compiled, batch 1 and 4
     .venv/bin/python benchmarks/bench_generate.py --configs tiny small --modes eager --threads 1
+    .venv/bin/python benchmarks/bench_generate.py --cpu-layout --batch 1    # with optimize_for_cpu_decoding()
     .venv/bin/python benchmarks/bench_generate.py --configs full --device cuda --dtype bfloat16 --batch 1
 
 Columns: ``prefill ms`` (prompt forward + first frame), ``frames/s`` (decode steps per second; each step
@@ -166,6 +167,10 @@ def main() -> None:
     parser.add_argument(
         "--compile-backend", default="inductor", help="e.g. aot_eager to skip code generation"
     )
+    parser.add_argument(
+        "--cpu-layout", action="store_true",
+        help="call model.optimize_for_cpu_decoding() (column-major linear weights) before timing",
+    )  # fmt: skip
     args = parser.parse_args()
 
     if args.threads:
@@ -203,6 +208,8 @@ def main() -> None:
             print(f"| {name} | 4.6B | - | - | skipped: needs CUDA | | | | | | | |")
             continue
         model = build_model(name, device, dtype)
+        if args.cpu_layout:
+            model.optimize_for_cpu_decoding()
         if args.compile_backend != "inductor":  # else generate's default: inductor, CUDA graphs on CUDA
             model.generation_config.compile_config = CompileConfig(backend=args.compile_backend, mode=None)
         params = sum(p.numel() for p in model.parameters())
