@@ -25,6 +25,7 @@ noise is drawn after every row has ended. On CUDA the noise comes from the CUDA 
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import threading
@@ -114,6 +115,17 @@ def _generation_lock(model) -> threading.RLock:
         if lock is None:
             lock = _GENERATION_LOCKS[model] = threading.RLock()
         return lock
+
+
+def _one_call_at_a_time(method):
+    """Run ``method`` under the model's generate lock (see :func:`_generation_lock`)."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with _generation_lock(self):
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class FishS2GenerationConfig(GenerationConfig):
@@ -268,6 +280,7 @@ class FishS2GenerationMixin(GenerationMixin):
     # ------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
+    @_one_call_at_a_time
     def generate(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -307,29 +320,6 @@ class FishS2GenerationMixin(GenerationMixin):
             frames (the reference drops the last one, SPEC §9.9). Concurrent calls on one model take turns
             (they share its decode state).
         """
-        with _generation_lock(self):
-            return self._generate(
-                input_ids,
-                audio_codes,
-                attention_mask,
-                generation_config,
-                streamer,
-                compile,
-                sample_noise_on_cpu,
-                kwargs,
-            )
-
-    def _generate(
-        self,
-        input_ids,
-        audio_codes,
-        attention_mask,
-        generation_config,
-        streamer,
-        compile,
-        sample_noise_on_cpu,
-        kwargs,
-    ) -> FishS2GenerateOutput | torch.LongTensor:
         config = self._merge_generation_config(generation_config, kwargs)
         input_ids, audio_codes, attention_mask = self._check_prompt(input_ids, audio_codes, attention_mask)
         batch_size, prompt_length = input_ids.shape
@@ -368,6 +358,7 @@ class FishS2GenerationMixin(GenerationMixin):
             return sequences
         return FishS2GenerateOutput(sequences=sequences, lengths=lengths, eos_reached=state.finished.clone())
 
+    @_one_call_at_a_time  # the chunks of one text are not interleaved with other calls
     def generate_long(
         self,
         processor: FishS2Processor,
@@ -389,14 +380,6 @@ class FishS2GenerationMixin(GenerationMixin):
         Keyword arguments are passed to :meth:`generate` for every chunk.
         """
         kwargs.pop("return_dict_in_generate", None)  # always a FishS2GenerateOutput here
-        with _generation_lock(self):  # the chunks of one text are not interleaved with other calls
-            return self._generate_long(
-                processor, text, references, chunk_length, generation_config, streamer, kwargs
-            )
-
-    def _generate_long(
-        self, processor, text, references, chunk_length, generation_config, streamer, kwargs
-    ) -> FishS2GenerateOutput:
         conversation = processor.conversation(references)
         chunk_streamer = _ForwardWithoutEnd(streamer) if streamer is not None else None
         pieces, all_ended = [], True
