@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # Tests never reach the Hub; anything that tries must fail fast and clearly.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,23 +19,27 @@ EXPECTED = TINY / "expected"
 INVENTORY = FIXTURES / "s2-pro-inventory"
 
 
-@pytest.fixture(scope="session")
-def tiny_dir() -> Path:
-    return TINY
-
-
-@pytest.fixture(scope="session")
-def expected_dir() -> Path:
-    return EXPECTED
-
-
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """The tiny test models' ops last microseconds; with two OpenMP threads on two (often shared) cores the
     thread hand-offs cost 10-100x the work. Results do not depend on the thread count."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The tiny fixture model in fp32, one fresh instance per test module (tests may change its state)."""
+    from transformers_fish_s2 import FishS2ForConditionalGeneration
+
+    return FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def processor():
+    """The tiny fixture's processor (tokenizer + codec), one per test module."""
+    from transformers_fish_s2 import FishS2Processor
+
+    return FishS2Processor.from_pretrained(TINY)

@@ -13,25 +13,16 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
-import pytest
 import torch
 from conftest import TINY
 
-from transformers_fish_s2 import FishS2ForConditionalGeneration, FishS2Processor
+from transformers_fish_s2 import FishS2ForConditionalGeneration
 
 TEXTS = ["Nice to meet you. How are you today?", "Hello there, how is it going with you?"]
 GREEDY = {"do_sample": False, "max_new_tokens": 12}
 ROUNDS = 3
 
 
-@pytest.fixture(scope="module")
-def model() -> FishS2ForConditionalGeneration:
-    return FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def processor() -> FishS2Processor:
-    return FishS2Processor.from_pretrained(TINY)
 
 
 def run_together(jobs: list[Callable[[], object]]) -> list[object]:

@@ -5,11 +5,10 @@ GPU caveats (other noise generator, non-deterministic kernels, compile vs eager)
 
 from __future__ import annotations
 
-import pytest
 import torch
 from conftest import TINY
 
-from transformers_fish_s2 import FishS2ForConditionalGeneration, FishS2Processor
+from transformers_fish_s2 import FishS2ForConditionalGeneration
 
 TEXT = "Nice to meet you. How are you today?"
 OTHER = "A different request, longer than the first one, in a batch of two."
@@ -17,14 +16,6 @@ DIALOGUE = "<|speaker:0|>Hello there. <|speaker:1|>Hi! How are you? <|speaker:0|
 SAMPLED = {"max_new_tokens": 16}  # the shipped sampling defaults
 
 
-@pytest.fixture(scope="module")
-def model() -> FishS2ForConditionalGeneration:
-    return FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def processor() -> FishS2Processor:
-    return FishS2Processor.from_pretrained(TINY)
 
 
 def sample(model, inputs, seed: int, **kwargs) -> torch.Tensor:

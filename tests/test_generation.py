@@ -38,10 +38,6 @@ SAMPLED_RUNS = sorted(
 
 
 
-@pytest.fixture(scope="module")
-def model() -> FishS2ForConditionalGeneration:
-    return FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32).eval()
-
 
 @pytest.fixture(scope="module")
 def prompts() -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import EXPECTED, TINY
+from conftest import EXPECTED
 from transformers import pipeline
 
 from transformers_fish_s2 import FishS2ForConditionalGeneration, FishS2Processor
@@ -22,14 +22,6 @@ GREEDY = {"do_sample": False, "max_new_tokens": 8}
 FRAME_LENGTH = 2048
 
 
-@pytest.fixture(scope="module")
-def model() -> FishS2ForConditionalGeneration:
-    return FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def processor() -> FishS2Processor:
-    return FishS2Processor.from_pretrained(TINY)
 
 
 @pytest.fixture(scope="module")

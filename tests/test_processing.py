@@ -30,10 +30,6 @@ WAVEFORM_FILE = EXPECTED / "test_waveform_44k1_pcm16.wav"
 PAD = 410
 
 
-@pytest.fixture(scope="module")
-def processor() -> FishS2Processor:
-    return FishS2Processor.from_pretrained(TINY)
-
 
 @pytest.fixture(scope="module")
 def waveform() -> np.ndarray:

@@ -12,14 +12,8 @@ from conftest import EXPECTED, TINY
 from safetensors.torch import load_file
 from transformers.generation.streamers import BaseStreamer
 
-from transformers_fish_s2.modeling import FishS2ForConditionalGeneration
 from transformers_fish_s2.modeling.codec import FishS2CodecModel
 from transformers_fish_s2.modeling.streaming import FishS2AudioStreamer
-
-
-@pytest.fixture(scope="module")
-def model() -> FishS2ForConditionalGeneration:
-    return FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32).eval()
 
 
 @pytest.fixture(scope="module")
