@@ -479,7 +479,8 @@ class FishS2GenerationMixin(GenerationMixin):
         state.lengths.add_(~state.finished & ~is_end)
         state.finished.logical_or_(is_end)
         state.sequences.index_copy_(2, state.frame_index.view(1), codes[:, :, None])
-        state.frame.copy_(torch.cat([token[:, None], codes], dim=1))
+        state.frame[:, 0].copy_(token)
+        state.frame[:, 1:].copy_(codes)
         window = state.recent.shape[1]
         if remember and window:
             state.recent.index_copy_(1, ((state.frame_index - 1) % window).view(1), token[:, None])
