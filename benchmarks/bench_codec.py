@@ -19,7 +19,7 @@ import time
 import psutil
 import torch
 
-from transformers_fish_s2.modeling.codec import FishS2CodecConfig, FishS2CodecModel
+from transformers_fish_s2.codec import FishS2CodecConfig, FishS2CodecModel
 
 
 def peak_rss_mib() -> float:

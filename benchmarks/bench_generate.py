@@ -29,9 +29,9 @@ import time
 import torch
 from transformers.generation.configuration_utils import CompileConfig
 
+from transformers_fish_s2.codec import FishS2CodecConfig, FishS2CodecModel
 from transformers_fish_s2.modeling import FishS2Config, FishS2ForConditionalGeneration
-from transformers_fish_s2.modeling.codec import FishS2CodecConfig, FishS2CodecModel
-from transformers_fish_s2.modeling.streaming import FishS2AudioStreamer
+from transformers_fish_s2.modeling.audio_streamer import FishS2AudioStreamer
 
 FRAME_RATE = 44100 / 2048  # 21.53 frames per second of audio
 

@@ -16,7 +16,7 @@ import argparse
 import torch
 from transformers import AutoModelForTextToWaveform, AutoProcessor
 
-import transformers_fish_s2  # noqa: F401  (registers Fish S2 with transformers' Auto classes)
+from transformers_fish_s2 import generate_long  # importing the package also registers the Auto classes
 
 DIALOGUE = (
     "<|speaker:0|>[whisper] Did you hear that?"
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> str:
     print(f"speakers {markup.speakers}, tags {list(markup.tags)}, {len(chunks)} chunk(s)")
     options = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     torch.manual_seed(args.seed)
-    output = model.generate_long(processor, args.text, references, chunk_length=args.chunk_length, **options)
+    output = generate_long(model, processor, args.text, references, chunk_length=args.chunk_length, **options)
     audio = processor.decode(output)[0]
     processor.save_audio(audio, args.output)
     print(f"wrote {args.output}: {len(audio) / processor.sampling_rate:.2f} s of audio")

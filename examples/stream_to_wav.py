@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForTextToWaveform, AutoProcessor
 
 import transformers_fish_s2  # noqa: F401  (registers Fish S2 with transformers' Auto classes)
-from transformers_fish_s2.modeling.streaming import FishS2AudioStreamer
+from transformers_fish_s2.modeling.audio_streamer import FishS2AudioStreamer
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -17,8 +17,8 @@ from conftest import EXPECTED, INVENTORY, TINY
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
 
-from transformers_fish_s2.modeling.codec import FishS2CodecConfig, FishS2CodecModel
-from transformers_fish_s2.modeling.codec.checkpoint import load_codec_state_dict, read_codec_checkpoint
+from transformers_fish_s2.codec import FishS2CodecConfig, FishS2CodecModel
+from transformers_fish_s2.codec.checkpoint import load_codec_state_dict, read_codec_checkpoint
 
 WAVEFORM_ATOL = 1e-5
 LATENT_RTOL = 1e-4

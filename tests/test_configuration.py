@@ -10,8 +10,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForTextToWaveform
 
 import transformers_fish_s2
 from transformers_fish_s2 import (
-    FishS2AudioDecoderConfig,
     FishS2Config,
+    FishS2FastTransformerConfig,
     FishS2ForConditionalGeneration,
     FishS2TextConfig,
 )
@@ -35,7 +35,7 @@ def test_reads_official_config_as_is_including_unused_keys():
     config = AutoConfig.from_pretrained(TINY)
     assert type(config) is FishS2Config
     assert isinstance(config.text_config, FishS2TextConfig)
-    assert isinstance(config.audio_decoder_config, FishS2AudioDecoderConfig)
+    assert isinstance(config.audio_decoder_config, FishS2FastTransformerConfig)
     assert_has_values(config, OFFICIAL_TINY)
     # the MoE / audio-projector fields are unused but kept
     assert config.text_config.audio_hidden_dim == 128 and config.audio_decoder_config.router_gamma == 0.001
@@ -65,7 +65,7 @@ def test_hf_aliases_read_and_write_the_official_fields():
     for alias, official in aliases.items():
         assert getattr(text, alias) == getattr(text, official), alias
     assert text.head_dim == 16
-    fast = FishS2AudioDecoderConfig(
+    fast = FishS2FastTransformerConfig(
         hidden_size=48, text_dim=64, codebook_size=32, head_dim=12, n_head=4, n_local_heads=2
     )
     assert (fast.dim, fast.vocab_size) == (48, 32)

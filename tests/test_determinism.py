@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from conftest import TINY
 
-from transformers_fish_s2 import FishS2ForConditionalGeneration
+from transformers_fish_s2 import FishS2ForConditionalGeneration, generate_long
 
 TEXT = "Nice to meet you. How are you today?"
 OTHER = "A different request, longer than the first one, in a batch of two."
@@ -59,7 +59,7 @@ def test_greedy_is_deterministic_and_leaves_the_random_state_alone(model, proces
 def test_seeded_long_text_and_audio_are_reproducible(model, processor):
     def run() -> tuple[torch.Tensor, torch.Tensor]:
         torch.manual_seed(7)
-        output = model.generate_long(processor, DIALOGUE, chunk_length=20, max_new_tokens=6)
+        output = generate_long(model, processor, DIALOGUE, chunk_length=20, max_new_tokens=6)
         return output.sequences, processor.decode(output)[0]
 
     assert len(processor.chunk_text(DIALOGUE, chunk_length=20)) == 3

@@ -153,7 +153,7 @@ def test_generate_long_case4_end_to_end(model, prompts):
     max_new_tokens=47 our chunk 0 (which keeps all its frames) is exactly what it conditioned on, so chunk 1's
     prompt must be the recorded one, token for token.
     """
-    from transformers_fish_s2.processing import FishS2Processor
+    from transformers_fish_s2.processing import FishS2Processor, generate_long
 
     inputs = json.loads((EXPECTED / "inputs.json").read_text())
     case = next(c for c in inputs["cases"] if c["name"] == "case4_dialogue_multibatch")
@@ -165,7 +165,8 @@ def test_generate_long_case4_end_to_end(model, prompts):
     generated = load_file(EXPECTED / "generation.safetensors")
 
     with mock.patch.object(model, "generate", wraps=model.generate) as spy:
-        out = model.generate_long(
+        out = generate_long(
+            model,
             processor,
             case["text"],
             references,

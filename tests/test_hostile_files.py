@@ -32,7 +32,7 @@ from transformers_fish_s2 import (
     FishS2Processor,
 )
 from transformers_fish_s2.cli import main
-from transformers_fish_s2.modeling.configuration_fish_s2 import MAX_LAYERS, MAX_PARAMETERS
+from transformers_fish_s2.config_checks import MAX_LAYERS, MAX_PARAMETERS
 from transformers_fish_s2.processing.audio import MAX_AUDIO_SECONDS, load_audio, read_audio
 
 WAV = EXPECTED / "test_waveform_44k1_pcm16.wav"
@@ -201,8 +201,8 @@ MODEL_CONFIGS = {
     "text n_layer='36'": ("text_config", {"n_layer": "36"}, r"FishS2TextConfig.n_layer must be a positive integer, got '36'"),
     "text dim=2560.5": ("text_config", {"dim": 2560.5}, r"FishS2TextConfig.dim must be a positive integer, got 2560.5"),
     "text head_dim odd": ("text_config", {"head_dim": 15}, r"FishS2TextConfig.head_dim must be even"),
-    "fast n_layer=10^9": ("audio_decoder_config", {"n_layer": 10**9}, rf"FishS2AudioDecoderConfig describes 1000000000 {LIMIT_LAYERS}"),
-    "fast num_codebooks=10^9": ("audio_decoder_config", {"num_codebooks": 10**9}, rf"FishS2AudioDecoderConfig describes .* {LIMIT_PARAMETERS}"),
+    "fast n_layer=10^9": ("audio_decoder_config", {"n_layer": 10**9}, rf"FishS2FastTransformerConfig describes 1000000000 {LIMIT_LAYERS}"),
+    "fast num_codebooks=10^9": ("audio_decoder_config", {"num_codebooks": 10**9}, rf"FishS2FastTransformerConfig describes .* {LIMIT_PARAMETERS}"),
     "fast num_codebooks=0": ("audio_decoder_config", {"num_codebooks": 0}, r"num_codebooks must be a positive integer, got 0"),
 }  # fmt: skip
 

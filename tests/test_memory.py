@@ -14,6 +14,7 @@ from conftest import INVENTORY, TINY
 from torch import nn
 
 from transformers_fish_s2 import FishS2Config, FishS2ForConditionalGeneration
+from transformers_fish_s2.codec import FishS2CodecModel
 from transformers_fish_s2.memory import (
     MemoryEstimate,
     estimate_memory,
@@ -22,7 +23,6 @@ from transformers_fish_s2.memory import (
     linear_weight_bytes,
     measure_memory,
 )
-from transformers_fish_s2.modeling.codec import FishS2CodecModel
 from transformers_fish_s2.quantization import bnb_config, quantization_config
 
 DOCS = Path(__file__).parents[1] / "docs" / "quantization.md"

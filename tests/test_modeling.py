@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 from transformers import DynamicCache, StaticCache
 
 from transformers_fish_s2 import FishS2Config, FishS2ForConditionalGeneration
+from transformers_fish_s2.layers import rope_cos_sin
 from transformers_fish_s2.modeling import modeling_fish_s2
-from transformers_fish_s2.modeling.layers import rope_cos_sin
 
 FP32_ATOL = 1e-4
 # Same math through another kernel or cache path: only float summation order differs (logits reach |25|).

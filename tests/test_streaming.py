@@ -12,8 +12,9 @@ from conftest import EXPECTED, TINY
 from safetensors.torch import load_file
 from transformers.generation.streamers import BaseStreamer
 
-from transformers_fish_s2.modeling.codec import FishS2CodecModel
-from transformers_fish_s2.modeling.streaming import FishS2AudioStreamer
+from transformers_fish_s2.codec import FishS2CodecModel
+from transformers_fish_s2.modeling.audio_streamer import FishS2AudioStreamer
+from transformers_fish_s2.processing import generate_long
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_long_text_streams_all_chunks_then_ends_once(model, prompt):
     processor = SimpleNamespace(
         conversation=lambda references: Conversation(), chunk_text=lambda text, chunk_length=None: chunks
     )
-    out = model.generate_long(processor, "ignored", do_sample=False, max_new_tokens=5, streamer=streamer)
+    out = generate_long(model, processor, "ignored", do_sample=False, max_new_tokens=5, streamer=streamer)
     assert out.lengths.tolist() == [10] and streamer.ends == 1
     assert torch.equal(torch.cat(streamer.frames, dim=-1), out.sequences)
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from transformers_fish_s2 import generate_long
 from transformers_fish_s2.hub import load_model_and_processor
 
 MODEL = os.environ.get("FISH_S2_MODEL", "fishaudio/s2-pro")
@@ -73,7 +74,8 @@ def synthesize(
     fish, processor = load(model)
     if seed is not None:
         torch.manual_seed(int(seed))
-    output = fish.generate_long(
+    output = generate_long(
+        fish,
         processor,
         text,
         references or None,

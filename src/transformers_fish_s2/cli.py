@@ -258,6 +258,8 @@ def _speak(args: argparse.Namespace) -> None:
     dialogue is generated chunk by chunk, each chunk conditioned on the previous ones."""
     import torch
 
+    from .processing import generate_long
+
     text = _read_text(args)
     _check_audio_path(args.output, "--output")
     if args.save_codes is not None:
@@ -290,7 +292,7 @@ def _speak(args: argparse.Namespace) -> None:
         if args.stream:
             output, samples = _generate_streaming(model, processor, generate, progress, args.output)
         else:
-            output = model.generate_long(streamer=progress, **generate)
+            output = generate_long(model, streamer=progress, **generate)
             samples = _write_audio(processor, output, args.output)
     finally:
         progress.close()
@@ -479,7 +481,8 @@ def _generate_streaming(model, processor, generate: dict, progress: _FrameProgre
     import soundfile
     import torch
 
-    from .modeling.streaming import FishS2AudioStreamer
+    from .modeling.audio_streamer import FishS2AudioStreamer
+    from .processing import generate_long
 
     streamer = FishS2AudioStreamer(processor.codec)
     progress.inner = streamer
@@ -487,7 +490,7 @@ def _generate_streaming(model, processor, generate: dict, progress: _FrameProgre
 
     def work() -> None:
         try:
-            result["output"] = model.generate_long(streamer=progress, **generate)
+            result["output"] = generate_long(model, streamer=progress, **generate)
         except BaseException as error:  # re-raised in the main thread below
             result["error"] = error
             streamer.end()

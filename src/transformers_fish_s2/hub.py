@@ -238,7 +238,7 @@ def model_card(
         f"native Hugging Face `transformers` model by [`{PACKAGE}`](https://pypi.org/project/{PACKAGE}/)."
     )
     slow_ar = (
-        f"{text.n_layer} layers, width {text.dim}, {text.n_head} query / {text.n_local_heads} KV heads, "
+        f"{text.n_layer} layers, width {text.dim}, {text.n_head} query / {text.num_key_value_heads} KV heads, "
         f"context {text.max_seq_len}"
     )
     audio = f"mono, {sampling_rate} Hz, {frame_length} samples ({frame_length / sampling_rate * 1000:.1f} ms) per frame"

@@ -28,10 +28,11 @@ from transformers.quantizers.auto import AutoQuantizationConfig
 from transformers.quantizers.quantizers_utils import should_convert_module
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-from .modeling.codec import FishS2CodecConfig, FishS2CodecModel
+from .codec import FishS2CodecConfig, FishS2CodecModel
 from .modeling.configuration_fish_s2 import FishS2Config
 from .modeling.modeling_fish_s2 import FishS2ForConditionalGeneration
-from .quantization import quantization_config, skip_modules_of
+from .modeling.quantization_defaults import skip_modules_of
+from .quantization import quantization_config
 
 DTYPES = {
     "bf16": torch.bfloat16,
@@ -192,7 +193,9 @@ def kv_cache_bytes(
     """Keys + values of the slow AR for ``max_tokens`` slots plus the fast AR's ``num_codebooks``-slot cache."""
 
     def cache(transformer_config, slots: int) -> int:
-        per_slot = transformer_config.n_layer * transformer_config.n_local_heads * transformer_config.head_dim
+        per_slot = (
+            transformer_config.n_layer * transformer_config.num_key_value_heads * transformer_config.head_dim
+        )
         return 2 * batch_size * slots * per_slot * dtype.itemsize
 
     return cache(config.text_config, max_tokens) + cache(config.audio_decoder_config, config.num_codebooks)

@@ -1,14 +1,10 @@
 """Weight quantization of Fish S2 through transformers' bitsandbytes and optimum-quanto integrations.
 
-The rule (applied by ``FishS2ForConditionalGeneration.from_pretrained`` whenever a quantization config does not
-name its own skip list): quantize the slow AR's linear layers and keep in the compute dtype
-
-* the whole fast AR (``audio_decoder``): it chooses nine of the ten codes of every frame from small logit
-  margins, and community 4-bit runs of it produce broken audio; it is also only ~10% of the weights;
-* the output head (``lm_head``, present only in untied checkpoints; the released model ties it to the
-  embeddings, which are never quantized).
-
-Embedding tables, norms and the codec are not linear layers, so neither library ever converts them.
+The default rule (:mod:`transformers_fish_s2.modeling.quantization_defaults`, applied by
+``FishS2ForConditionalGeneration.from_pretrained`` whenever a quantization config does not name its own skip
+list) quantizes the slow AR's linear layers and keeps the fast transformer over codebooks (``audio_decoder``)
+and an untied output head (``lm_head``) in the compute dtype. Embedding tables, norms and the codec are not
+linear layers, so neither library ever converts them.
 
 An explicit skip list replaces the rule (transformers then drops its own defaults too): ``skip_modules=[]``
 quantizes every linear layer, ``skip_modules=["audio_decoder.output", "lm_head"]`` quantizes the fast AR's
@@ -18,19 +14,23 @@ transformer but keeps its head. Names match by prefix or suffix of the dotted mo
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
 from transformers import BitsAndBytesConfig, QuantoConfig
-from transformers.quantizers.auto import AutoQuantizationConfig
-from transformers.utils import logging
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-logger = logging.get_logger(__name__)
+from .modeling.quantization_defaults import DEFAULT_SKIP_MODULES, skip_modules_of, with_default_skip_modules
 
-DEFAULT_SKIP_MODULES: tuple[str, ...] = ("audio_decoder", "lm_head")
-"""Module-name patterns kept in the compute dtype unless the quantization config names its own list."""
+__all__ = [
+    "DEFAULT_SKIP_MODULES",
+    "QUANTIZATION_SCHEMES",
+    "bnb_config",
+    "quantization_config",
+    "quanto_config",
+    "skip_modules_of",
+    "with_default_skip_modules",
+]
 
 QUANTIZATION_SCHEMES: tuple[str, ...] = ("bnb-8bit", "bnb-4bit", "quanto-int8", "quanto-int4")
 """Names accepted by :func:`quantization_config` (and by the memory estimator and the CLI)."""
@@ -93,35 +93,3 @@ def quantization_config(
         f"unknown quantization scheme {scheme!r}; expected one of {', '.join(('none',) + QUANTIZATION_SCHEMES)} "
         "or a transformers quantization config"
     )
-
-
-def skip_modules_of(config: QuantizationConfigMixin) -> list[str] | None:
-    """The skip list a quantization config carries (``None`` when unset)."""
-    attribute = _skip_attribute(config)
-    return None if attribute is None else getattr(config, attribute)
-
-
-def with_default_skip_modules(config: QuantizationConfigMixin | dict) -> QuantizationConfigMixin:
-    """A copy of ``config`` whose unset skip list (``llm_int8_skip_modules`` for bitsandbytes,
-    ``modules_to_not_convert`` for the others) is :data:`DEFAULT_SKIP_MODULES`; a list the user set, even an
-    empty one, is kept. Dicts (as ``from_pretrained`` also accepts) are parsed first."""
-    if isinstance(config, dict):
-        config = AutoQuantizationConfig.from_dict(config)
-    attribute = _skip_attribute(config)
-    if attribute is None or getattr(config, attribute) is not None:
-        return config
-    config = copy.deepcopy(config)
-    setattr(config, attribute, list(DEFAULT_SKIP_MODULES))
-    logger.info(
-        "Quantizing Fish S2 with the default skip list %s (fast AR and output head stay in the compute dtype); "
-        "pass an explicit list to change it.",
-        list(DEFAULT_SKIP_MODULES),
-    )
-    return config
-
-
-def _skip_attribute(config: QuantizationConfigMixin) -> str | None:
-    for attribute in ("llm_int8_skip_modules", "modules_to_not_convert"):
-        if hasattr(config, attribute):
-            return attribute
-    return None

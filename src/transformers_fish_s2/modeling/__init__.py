@@ -1,9 +1,9 @@
 """Model code: configuration, the Dual-AR model, shared layers."""
 
-from .configuration_fish_s2 import FishS2AudioDecoderConfig, FishS2Config, FishS2TextConfig
+from .configuration_fish_s2 import FishS2Config, FishS2FastTransformerConfig, FishS2TextConfig
 from .modeling_fish_s2 import (
-    FishS2AudioDecoder,
     FishS2CheckpointError,
+    FishS2FastTransformer,
     FishS2ForConditionalGeneration,
     FishS2Output,
     FishS2PreTrainedModel,
@@ -11,8 +11,8 @@ from .modeling_fish_s2 import (
 )
 
 __all__ = [
-    "FishS2AudioDecoder",
-    "FishS2AudioDecoderConfig",
+    "FishS2FastTransformer",
+    "FishS2FastTransformerConfig",
     "FishS2CheckpointError",
     "FishS2Config",
     "FishS2ForConditionalGeneration",

@@ -5,7 +5,8 @@ Qwen3-shaped decoder) and ``audio_decoder_config`` (the fast AR over codebooks).
 file as-is: the official field names (``dim``, ``n_layer``, ``n_head``, ``n_local_heads``, ...) are the
 stored fields, the unused MoE/audio-projector fields are kept so a save writes them back, and the standard
 transformers names (``hidden_size``, ``num_hidden_layers``, ...) are aliases, so caches, quantizers and
-accelerate read the config like any other decoder's.
+accelerate read the config like any other decoder's. The code reads the number of KV heads (grouped-query
+attention) as ``num_key_value_heads``; ``n_local_heads`` is only its name in the file.
 
 Defaults are the real s2-pro values (SPEC §1.2-1.3): ``FishS2Config()`` describes the released model.
 """
@@ -13,6 +14,8 @@ Defaults are the real s2-pro values (SPEC §1.2-1.3): ``FishS2Config()`` describ
 from __future__ import annotations
 
 from transformers import PretrainedConfig
+
+from ..config_checks import check_model_size, require
 
 # Official field name → what transformers code expects to read. Shared by both transformer configs.
 _TRANSFORMER_ALIASES = {
@@ -25,38 +28,6 @@ _TRANSFORMER_ALIASES = {
     "rope_theta": "rope_base",
     "attention_dropout": "dropout",
 }
-
-
-MAX_PARAMETERS = 100_000_000_000
-"""Largest parameter count a config may describe: 100 B, about 20× s2-pro (4.6 B) and 200 GB of bf16 weights.
-A bigger value comes from a corrupt or hostile config file; refusing it before any module is built avoids
-minutes of construction followed by an out-of-memory kill."""
-
-MAX_LAYERS = 1024
-"""Most transformer (or codec) layers a config may describe; s2-pro has 36 + 4. Every layer is a Python
-module, so 10^9 of them would hang construction even with tiny widths."""
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
-def check_model_size(name: str, num_parameters: int, num_layers: int, fields: str) -> None:
-    """Refuse configs beyond :data:`MAX_LAYERS` / :data:`MAX_PARAMETERS` (shared by the model and codec configs).
-
-    ``fields`` names the config values the counts come from, for the message.
-    """
-    _require(
-        num_layers <= MAX_LAYERS,
-        f"{name} describes {num_layers} layers ({fields}); the limit is {MAX_LAYERS} (MAX_LAYERS). The config "
-        "file is probably corrupt",
-    )
-    _require(
-        num_parameters <= MAX_PARAMETERS,
-        f"{name} describes {num_parameters:.3g} parameters ({fields}); the limit is {MAX_PARAMETERS:.0e} "
-        "(MAX_PARAMETERS). The config file is probably corrupt",
-    )
 
 
 class _FishS2TransformerConfig(PretrainedConfig):
@@ -107,19 +78,19 @@ class _FishS2TransformerConfig(PretrainedConfig):
             "intermediate_size",
         ):
             value = getattr(self, field)
-            _require(
+            require(
                 isinstance(value, int) and value > 0,
                 f"{name}.{field} must be a positive integer, got {value!r}",
             )
-        _require(
+        require(
             self.n_head % self.n_local_heads == 0,
             f"{name}: n_head ({self.n_head}) must be a multiple of n_local_heads ({self.n_local_heads}) for "
             "grouped-query attention",
         )
-        _require(
+        require(
             self.head_dim % 2 == 0, f"{name}.head_dim must be even for rotary embeddings, got {self.head_dim}"
         )
-        _require(
+        require(
             not self.use_moe and self.num_experts == 1,
             f"{name}: mixture-of-experts layers (use_moe={self.use_moe}, num_experts={self.num_experts}) are not "
             "part of S2 and are not implemented",
@@ -158,8 +129,8 @@ class FishS2TextConfig(_FishS2TransformerConfig):
         return heads * self.vocab_size * self.dim + self._layer_parameters()
 
 
-class FishS2AudioDecoderConfig(_FishS2TransformerConfig):
-    """The fast AR over the codebooks of one frame (``audio_decoder_config``).
+class FishS2FastTransformerConfig(_FishS2TransformerConfig):
+    """The fast transformer over the codebooks of one frame (the "fast AR"; official key ``audio_decoder_config``).
 
     ``vocab_size`` is the codebook size (all ten fast heads are ``vocab_size``-way; SPEC §9.7), ``text_dim``
     the width of the slow AR's hidden state it is fed (a projection is created when it differs from ``dim``).
@@ -190,18 +161,18 @@ class FishS2AudioDecoderConfig(_FishS2TransformerConfig):
         )
 
     def _validate_transformer(self) -> None:
-        _require(
+        require(
             isinstance(self.num_codebooks, int) and self.num_codebooks > 0,
-            f"FishS2AudioDecoderConfig.num_codebooks must be a positive integer, got {self.num_codebooks!r}",
+            f"FishS2FastTransformerConfig.num_codebooks must be a positive integer, got {self.num_codebooks!r}",
         )
-        _require(
+        require(
             isinstance(self.text_dim, int) and self.text_dim > 0,
-            f"FishS2AudioDecoderConfig.text_dim must be a positive integer, got {self.text_dim!r}",
+            f"FishS2FastTransformerConfig.text_dim must be a positive integer, got {self.text_dim!r}",
         )
         super()._validate_transformer()
-        _require(
+        require(
             not self.tie_word_embeddings,
-            "FishS2AudioDecoderConfig.tie_word_embeddings=True is not supported: the fast AR's output head is its "
+            "FishS2FastTransformerConfig.tie_word_embeddings=True is not supported: the fast AR's output head is its "
             "own `audio_decoder.output` weight",
         )
 
@@ -211,7 +182,7 @@ class FishS2Config(PretrainedConfig):
 
     Args:
         text_config: slow AR configuration (dict or :class:`FishS2TextConfig`).
-        audio_decoder_config: fast AR configuration (dict or :class:`FishS2AudioDecoderConfig`).
+        audio_decoder_config: fast AR configuration (dict or :class:`FishS2FastTransformerConfig`).
         eos_token_id: ``<|im_end|>``, which ends an utterance.
         pad_token_id: ``<|pad|>``.
         audio_pad_token_id: ``<|audio_pad|>``.
@@ -221,10 +192,13 @@ class FishS2Config(PretrainedConfig):
     """
 
     model_type = "fish_qwen3_omni"
-    sub_configs_defaults = {"text_config": FishS2TextConfig, "audio_decoder_config": FishS2AudioDecoderConfig}
+    sub_configs_defaults = {
+        "text_config": FishS2TextConfig,
+        "audio_decoder_config": FishS2FastTransformerConfig,
+    }
 
     text_config: dict | FishS2TextConfig | None = None
-    audio_decoder_config: dict | FishS2AudioDecoderConfig | None = None
+    audio_decoder_config: dict | FishS2FastTransformerConfig | None = None
     eos_token_id: int = 151645
     pad_token_id: int = 151669
     audio_pad_token_id: int = 151677
@@ -246,24 +220,24 @@ class FishS2Config(PretrainedConfig):
 
     def _validate(self) -> None:
         text, fast = self.text_config, self.audio_decoder_config
-        _require(
+        require(
             fast.text_dim == text.dim,
             f"audio_decoder_config.text_dim ({fast.text_dim}) must equal text_config.dim ({text.dim}): the fast AR is "
             "fed the slow AR's hidden state",
         )
         start, end = self.semantic_start_token_id, self.semantic_end_token_id
-        _require(
+        require(
             0 <= start <= end < text.vocab_size,
             f"semantic token range [{start}, {end}] must lie inside the text vocabulary [0, {text.vocab_size})",
         )
-        _require(
+        require(
             end - start + 1 == fast.vocab_size,
             f"the semantic token range [{start}, {end}] holds {end - start + 1} ids but the codebook size "
             f"(audio_decoder_config.vocab_size) is {fast.vocab_size}; they must be equal",
         )
         for field in ("eos_token_id", "pad_token_id", "audio_pad_token_id"):
             value = getattr(self, field)
-            _require(
+            require(
                 value is None or 0 <= value < text.vocab_size,
                 f"{field}={value} is outside the text vocabulary [0, {text.vocab_size})",
             )

@@ -31,7 +31,6 @@ import numbers
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from transformers import GenerationConfig, GenerationMixin
@@ -41,9 +40,6 @@ from transformers.generation.streamers import BaseStreamer
 from transformers.utils import ModelOutput, logging
 
 from .sampling import FishS2Sampler
-
-if TYPE_CHECKING:
-    from ..processing import FishS2Processor
 
 logger = logging.get_logger(__name__)
 
@@ -109,7 +105,8 @@ _GENERATION_LOCKS_GUARD = threading.Lock()
 
 def _generation_lock(model) -> threading.RLock:
     """The model's generate lock: its decode state is shared, so concurrent calls take turns. Kept outside
-    the model (a lock attribute would break ``copy.deepcopy`` and pickling); re-entrant for ``generate_long``."""
+    the model (a lock attribute would break ``copy.deepcopy`` and pickling); re-entrant, so a caller holding it
+    (``generate_long``) can call ``generate``."""
     with _GENERATION_LOCKS_GUARD:
         lock = _GENERATION_LOCKS.get(model)
         if lock is None:
@@ -246,19 +243,6 @@ def sampler_tensors(sampler: FishS2Sampler) -> tuple[torch.Tensor, ...]:
     )  # fmt: skip
 
 
-class _ForwardWithoutEnd(BaseStreamer):
-    """Passes frames on but keeps the stream open, so several generate calls feed one streamer."""
-
-    def __init__(self, streamer: BaseStreamer):
-        self.streamer = streamer
-
-    def put(self, value: torch.Tensor) -> None:
-        self.streamer.put(value)
-
-    def end(self) -> None:
-        pass
-
-
 class FishS2GenerationMixin(GenerationMixin):
     """``generate`` for :class:`FishS2ForConditionalGeneration` (self-contained; no GenerationMixin internals).
 
@@ -278,6 +262,11 @@ class FishS2GenerationMixin(GenerationMixin):
     # ------------------------------------------------------------------------------------------------
     # Public API
     # ------------------------------------------------------------------------------------------------
+
+    def generation_lock(self) -> threading.RLock:
+        """The re-entrant lock every ``generate`` call on this model holds (its decode state is shared). Hold it
+        to run several calls back to back with no other thread's call in between, as ``generate_long`` does."""
+        return _generation_lock(self)
 
     @torch.no_grad()
     @_one_call_at_a_time
@@ -306,7 +295,7 @@ class FishS2GenerationMixin(GenerationMixin):
                 reference, which ignores it), ``ras_window_size``, ``ras_temperature``, ``ras_top_p``,
                 ``return_dict_in_generate`` (False returns only ``sequences``).
             streamer: receives each kept frame's codes ``[1, num_codebooks, 1]`` as it is made, then ``end()``
-                (batch size 1), e.g. :class:`~transformers_fish_s2.modeling.streaming.FishS2AudioStreamer`.
+                (batch size 1), e.g. :class:`~transformers_fish_s2.modeling.audio_streamer.FishS2AudioStreamer`.
             compile: run the frame step through ``torch.compile(fullgraph=True)``: inductor, with CUDA graphs on
                 CUDA, or the backend/mode/options of ``generation_config.compile_config`` (a transformers
                 ``CompileConfig``). The first call compiles; later calls in the same cache bucket reuse the graph.
@@ -357,54 +346,6 @@ class FishS2GenerationMixin(GenerationMixin):
         if not config.return_dict_in_generate:
             return sequences
         return FishS2GenerateOutput(sequences=sequences, lengths=lengths, eos_reached=state.finished.clone())
-
-    @_one_call_at_a_time  # the chunks of one text are not interleaved with other calls
-    def generate_long(
-        self,
-        processor: FishS2Processor,
-        text: str,
-        references: list[dict] | dict | None = None,
-        *,
-        chunk_length: int | None = None,
-        generation_config: GenerationConfig | None = None,
-        streamer: BaseStreamer | None = None,
-        **kwargs,
-    ) -> FishS2GenerateOutput:
-        """Generate long or multi-speaker text chunk by chunk with iterative conditioning (SPEC §4.1.5).
-
-        ``processor.chunk_text`` splits ``text`` into speaker-turn chunks; each chunk is generated from a
-        prompt holding the references and every earlier chunk's text and generated codes
-        (``processor.conversation``), like the authors' ``generate_long``. Returns the chunks' codes
-        concatenated as one row (``sequences [1, num_codebooks, N]``); ``eos_reached`` is True when every
-        chunk ended with ``<|im_end|>``. A ``streamer`` receives the frames of all chunks, then one ``end()``.
-        Keyword arguments are passed to :meth:`generate` for every chunk.
-        """
-        kwargs.pop("return_dict_in_generate", None)  # always a FishS2GenerateOutput here
-        conversation = processor.conversation(references)
-        chunk_streamer = _ForwardWithoutEnd(streamer) if streamer is not None else None
-        pieces, all_ended = [], True
-        for chunk in processor.chunk_text(text, chunk_length=chunk_length):
-            input_ids, audio_codes = conversation.prompt_for(chunk)
-            output = self.generate(
-                input_ids[None].to(self.device),
-                audio_codes[None].to(self.device),
-                generation_config=generation_config,
-                streamer=chunk_streamer,
-                return_dict_in_generate=True,
-                **kwargs,
-            )
-            codes = output.sequences[0, :, : int(output.lengths[0])]
-            conversation.append_generated(chunk, codes.cpu())
-            pieces.append(codes)
-            all_ended &= bool(output.eos_reached[0])
-        if streamer is not None:
-            streamer.end()
-        codes = torch.cat(pieces, dim=1)
-        return FishS2GenerateOutput(
-            sequences=codes[None],
-            lengths=torch.tensor([codes.shape[1]], device=codes.device),
-            eos_reached=torch.tensor([all_ended], device=codes.device),
-        )
 
     # ------------------------------------------------------------------------------------------------
     # The frame: prefill (eager) and the decode step (the compiled unit)

@@ -34,18 +34,18 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, can_return_tuple
 
-from ..quantization import with_default_skip_modules
-from .configuration_fish_s2 import FishS2AudioDecoderConfig, FishS2Config, FishS2TextConfig
-from .generation_fish_s2 import FishS2GenerationMixin
-from .layers import (
+from ..layers import (
     FishS2FeedForward,
     FishS2RMSNorm,
     apply_interleaved_rope,
     rope_cos_sin,
     rope_inverse_frequencies,
 )
+from .configuration_fish_s2 import FishS2Config, FishS2FastTransformerConfig, FishS2TextConfig
+from .generation_fish_s2 import FishS2GenerationMixin
+from .quantization_defaults import with_default_skip_modules
 
-TransformerConfig = FishS2TextConfig | FishS2AudioDecoderConfig
+TransformerConfig = FishS2TextConfig | FishS2FastTransformerConfig
 
 
 class FishS2CheckpointError(RuntimeError):
@@ -134,12 +134,13 @@ class FishS2Attention(nn.Module):
         self.layer_idx = layer_idx
         self.head_dim = config.head_dim
         self.num_heads = config.n_head
-        self.num_key_value_heads = config.n_local_heads
-        self.num_key_value_groups = config.n_head // config.n_local_heads
+        self.num_key_value_heads = config.num_key_value_heads
+        self.num_key_value_groups = config.n_head // config.num_key_value_heads
         self.scaling = config.head_dim**-0.5
         self.is_causal = True
         self.split_sizes = [
-            h * config.head_dim for h in (config.n_head, config.n_local_heads, config.n_local_heads)
+            h * config.head_dim
+            for h in (config.n_head, config.num_key_value_heads, config.num_key_value_heads)
         ]
         self.wqkv = nn.Linear(config.dim, sum(self.split_sizes), bias=config.attention_qkv_bias)
         self.wo = nn.Linear(config.n_head * config.head_dim, config.dim, bias=config.attention_o_bias)
@@ -348,8 +349,11 @@ class FishS2TextModel(FishS2PreTrainedModel):
         return self.lm_head(hidden_states)
 
 
-class FishS2AudioDecoder(FishS2PreTrainedModel):
-    """The fast AR (checkpoint prefix ``audio_decoder``): predicts codebooks 0…n-1 of one frame.
+class FishS2FastTransformer(FishS2PreTrainedModel):
+    """The fast transformer over codebooks (the "fast AR"): predicts codebooks 0…n-1 of one frame.
+
+    Its weights sit under the official checkpoint prefix ``audio_decoder`` (hence ``model.audio_decoder``);
+    it decodes nothing to audio, that is the codec's decoder (:mod:`transformers_fish_s2.codec`).
 
     Its sequence for a frame is ``[project_in(h), emb(c_0), …, emb(c_{n-2})]`` where ``h`` is the slow AR's
     final-normed hidden state at the position that predicts the frame; output ``k`` predicts codebook ``k``
@@ -358,9 +362,9 @@ class FishS2AudioDecoder(FishS2PreTrainedModel):
     :meth:`FishS2ForConditionalGeneration.embed_inputs`).
     """
 
-    config_class = FishS2AudioDecoderConfig
+    config_class = FishS2FastTransformerConfig
 
-    def __init__(self, config: FishS2AudioDecoderConfig):
+    def __init__(self, config: FishS2FastTransformerConfig):
         super().__init__(config)
         self.codebook_embeddings = nn.Embedding(config.vocab_size * config.num_codebooks, config.text_dim)
         self.project_in = (
@@ -433,7 +437,7 @@ class FishS2AudioDecoder(FishS2PreTrainedModel):
         dtype = self.norm.weight.dtype if dtype is None else dtype
         cache = StaticCache(config=self.config, max_cache_len=self.config.num_codebooks)
         cache.early_initialization(
-            batch_size, self.config.n_local_heads, self.config.head_dim, dtype, torch.device(device)
+            batch_size, self.config.num_key_value_heads, self.config.head_dim, dtype, torch.device(device)
         )
         return cache
 
@@ -463,7 +467,7 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
     def __init__(self, config: FishS2Config):
         super().__init__(config)
         self.text_model = FishS2TextModel(config.text_config)
-        self.audio_decoder = FishS2AudioDecoder(config.audio_decoder_config)
+        self.audio_decoder = FishS2FastTransformer(config.audio_decoder_config)
         self.post_init()
 
     def optimize_for_cpu_decoding(self) -> FishS2ForConditionalGeneration:

@@ -1,6 +1,7 @@
-"""Text, prompt and audio processing for Fish Audio S2 (DESIGN D2)."""
+"""Text, prompt and audio processing for Fish Audio S2, and long-form generation (which needs the processor)."""
 
 from .audio import save_audio
+from .long_form import generate_long
 from .markup import Markup, SpeakerTurn, chunk_text, parse_markup
 from .processing_fish_s2 import FishS2Processor
 from .prompt import FishS2Conversation, PromptEncoder
@@ -12,6 +13,7 @@ __all__ = [
     "PromptEncoder",
     "SpeakerTurn",
     "chunk_text",
+    "generate_long",
     "parse_markup",
     "save_audio",
 ]

@@ -20,7 +20,7 @@ import torch
 from transformers import AutoTokenizer, BatchFeature, ProcessorMixin
 from transformers.utils import cached_file
 
-from ..modeling.codec import FishS2CodecModel
+from ..codec import FishS2CodecModel
 from . import audio as audio_io
 from .markup import DEFAULT_CHUNK_LENGTH, DEFAULT_MAX_TURNS, Markup, parse_markup, validate_text
 from .markup import chunk_text as split_into_chunks

@@ -31,7 +31,7 @@ from .convolutions import (
     StreamingSequential,
 )
 from .quantizer import CodecQuantizer
-from .streaming import CodecStreamState
+from .stream_state import CodecStreamState
 from .window_transformer import LayerScale, WindowTransformer
 
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "proxies")

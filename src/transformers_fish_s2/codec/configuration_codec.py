@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from transformers import PreTrainedConfig
 
-from ..configuration_fish_s2 import check_model_size
+from ..config_checks import check_model_size
 
 # Keys of the authors' hydra config that only matter for training or for hydra itself.
 _HYDRA_IGNORED_KEYS = frozenset(

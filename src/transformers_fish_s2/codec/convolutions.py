@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .streaming import CodecStreamState
+from .stream_state import CodecStreamState
 
 
 class StreamingSequential(nn.Sequential):

@@ -13,7 +13,7 @@ from torch import nn
 
 from .configuration_codec import FishS2CodecConfig
 from .convolutions import CausalConv1d, CausalConvTranspose1d, ConvNeXtBlock, StreamingSequential
-from .streaming import CodecStreamState
+from .stream_state import CodecStreamState
 from .window_transformer import WindowTransformer
 
 

@@ -20,7 +20,7 @@ from ..layers import (
     rope_cos_sin,
     rope_inverse_frequencies,
 )
-from .streaming import CodecStreamState
+from .stream_state import CodecStreamState
 
 
 def window_attention(
