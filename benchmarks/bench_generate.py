@@ -21,6 +21,7 @@ decode state's caches), ``peak MiB`` (CUDA: max allocated; CPU: the process's pe
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import sys
 import threading
@@ -33,7 +34,7 @@ from transformers_fish_s2.codec import FishS2CodecConfig, FishS2CodecModel
 from transformers_fish_s2.modeling import FishS2Config, FishS2ForConditionalGeneration
 from transformers_fish_s2.modeling.audio_streamer import FishS2AudioStreamer
 
-FRAME_RATE = 44100 / 2048  # 21.53 frames per second of audio
+FRAME_RATE = FishS2CodecConfig().frame_rate  # code frames per second of audio (21.53 for the released codec)
 
 
 def tiny_config() -> FishS2Config:
@@ -103,7 +104,8 @@ def peak_mib(device: torch.device) -> float:
 def timed_generate(model, prompt, device, **kwargs) -> tuple[float, float, torch.Tensor]:
     """Wall time of one generate call and of its prefill (prompt forward + first frame)."""
     prefill = []
-    original = model._prefill_frame
+    session = model.decode_session
+    original = session.prefill_frame
 
     def timed_prefill(*args, **kw):
         start = time.perf_counter()
@@ -111,14 +113,14 @@ def timed_generate(model, prompt, device, **kwargs) -> tuple[float, float, torch
         synchronize(device)
         prefill.append(time.perf_counter() - start)
 
-    model._prefill_frame = timed_prefill
+    session.prefill_frame = timed_prefill
     try:
         synchronize(device)
         start = time.perf_counter()
         out = model.generate(*prompt, **kwargs)
         synchronize(device)
     finally:
-        del model._prefill_frame
+        del session.prefill_frame
     return time.perf_counter() - start, prefill[0], out.lengths
 
 
@@ -134,8 +136,8 @@ def time_to_first_audio(model, prompt, codec, first_chunk_frames: int, kwargs: d
 
 
 def kv_mib(model) -> float:
-    state = model.__dict__.get("_fish_s2_decode_state")
-    if state is None:
+    state = model.decode_session
+    if state.slow_cache is None:
         return 0.0
     tensors = [
         t
@@ -160,6 +162,10 @@ def main() -> None:
     parser.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on CUDA")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--first-chunk-frames", type=int, default=5)
+    parser.add_argument(
+        "--stop-check-intervals", type=int, nargs="+", default=[None],
+        help="generate(stop_check_interval=...) values to time (default: generate's own default)",
+    )  # fmt: skip
     parser.add_argument(
         "--ttfa-codec", choices=["full", "tiny", "none"], default="full",
         help="codec for the time-to-first-audio column: random full-size decoder, the fixture-sized one, or skip",
@@ -198,14 +204,14 @@ def main() -> None:
         codec = FishS2CodecModel(codec_config).to(device=device, dtype=dtype).eval()
 
     header = (
-        "| config | params | mode | batch | prefill ms | frames/s | total fr/s | RTF | TTFA ms | compile s | "
-        "KV MiB | peak MiB |"
+        "| config | params | mode | batch | stop check | prefill ms | frames/s | total fr/s | RTF | TTFA ms | "
+        "compile s | KV MiB | peak MiB |"
     )
     print(header)
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.configs:
         if name == "full" and device.type != "cuda":
-            print(f"| {name} | 4.6B | - | - | skipped: needs CUDA | | | | | | | |")
+            print(f"| {name} | 4.6B | - | - | - | skipped: needs CUDA | | | | | | | |")
             continue
         model = build_model(name, device, dtype)
         if args.cpu_layout:
@@ -213,28 +219,31 @@ def main() -> None:
         if args.compile_backend != "inductor":  # else generate's default: inductor, CUDA graphs on CUDA
             model.generation_config.compile_config = CompileConfig(backend=args.compile_backend, mode=None)
         params = sum(p.numel() for p in model.parameters())
-        for mode in args.modes:
-            for batch in args.batch:
-                prompt = make_prompt(model, batch, args.prompt_length, device)
-                kwargs = dict(do_sample=args.sample, compile=mode == "compiled", max_new_tokens=args.frames)
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                warmup, _, _ = timed_generate(model, prompt, device, **kwargs)
-                total, prefill, lengths = timed_generate(model, prompt, device, **kwargs)
-                assert lengths.tolist() == [args.frames] * batch, lengths
-                steps_per_s = (args.frames - 1) / (total - prefill)
-                rtf = total / (args.frames / FRAME_RATE)
-                ttfa = "-"
-                if batch == 1 and codec is not None:
-                    ttfa_s = time_to_first_audio(model, prompt, codec, args.first_chunk_frames, kwargs)
-                    ttfa = f"{1000 * ttfa_s:.0f}"
-                compile_s = f"{warmup - total:.1f}" if mode == "compiled" else "-"
-                print(
-                    f"| {name} | {params / 1e6:.1f}M | {mode} | {batch} | {1000 * prefill:.1f} | {steps_per_s:.2f} | "
-                    f"{steps_per_s * batch:.2f} | {rtf:.3f} | {ttfa} | {compile_s} | {kv_mib(model):.1f} | "
-                    f"{peak_mib(device):.0f} |",
-                    flush=True,
-                )
+        for mode, batch, interval in itertools.product(args.modes, args.batch, args.stop_check_intervals):
+            prompt = make_prompt(model, batch, args.prompt_length, device)
+            kwargs = dict(
+                do_sample=args.sample, compile=mode == "compiled", max_new_tokens=args.frames,
+                stop_check_interval=interval,
+            )  # fmt: skip
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            warmup, _, _ = timed_generate(model, prompt, device, **kwargs)
+            total, prefill, lengths = timed_generate(model, prompt, device, **kwargs)
+            assert lengths.tolist() == [args.frames] * batch, lengths
+            steps_per_s = (args.frames - 1) / (total - prefill)
+            rtf = total / (args.frames / FRAME_RATE)
+            ttfa = "-"
+            if batch == 1 and codec is not None:
+                ttfa_s = time_to_first_audio(model, prompt, codec, args.first_chunk_frames, kwargs)
+                ttfa = f"{1000 * ttfa_s:.0f}"
+            compile_s = f"{warmup - total:.1f}" if mode == "compiled" else "-"
+            print(
+                f"| {name} | {params / 1e6:.1f}M | {mode} | {batch} | {interval or 'default'} | "
+                f"{1000 * prefill:.1f} | {steps_per_s:.2f} | "
+                f"{steps_per_s * batch:.2f} | {rtf:.3f} | {ttfa} | {compile_s} | {kv_mib(model):.1f} | "
+                f"{peak_mib(device):.0f} |",
+                flush=True,
+            )
         model.release_generation_state()
         del model
 

@@ -96,8 +96,8 @@ GENERATE = {
     "attention_mask right-padded": Bad(lambda e: e.generate(attention_mask=torch.cat([e.mask[:, :-1], torch.zeros_like(e.mask[:, :1])], 1)), ValueError, r"left padding: every row of attention_mask must be 0…0 1…1"),
     "attention_mask all padding": Bad(lambda e: e.generate(attention_mask=torch.zeros_like(e.mask)), ValueError, r"attention_mask must be 0…0 1…1"),
     "prompt fills the context": Bad(lambda e: e.generate(input_ids=torch.full((1, CONTEXT), 5), audio_codes=None, attention_mask=None), ValueError, rf"prompt is {CONTEXT} tokens but the model context \(text_config.max_seq_len\) is {CONTEXT}"),
-    "max_new_tokens=0": Bad(lambda e: e.generate(max_new_tokens=0), ValueError, r"max_new_tokens` must be greater than 0"),
-    "max_new_tokens=-1": Bad(lambda e: e.generate(max_new_tokens=-1), ValueError, r"max_new_tokens` must be greater than 0"),
+    "max_new_tokens=0": Bad(lambda e: e.generate(max_new_tokens=0), ValueError, r"max_new_tokens must be a positive integer, got 0"),
+    "max_new_tokens=-1": Bad(lambda e: e.generate(max_new_tokens=-1), ValueError, r"max_new_tokens must be a positive integer, got -1"),
     "max_new_tokens=2.5": Bad(lambda e: e.generate(max_new_tokens=2.5), ValueError, r"max_new_tokens must be a positive integer"),
     "max_new_tokens='2'": Bad(lambda e: e.generate(max_new_tokens="2"), ValueError, r"max_new_tokens must be a positive integer"),
     "temperature=0 with sampling": Bad(lambda e: e.generate(temperature=0.0), ValueError, r"temperature must be > 0 when sampling"),
@@ -120,6 +120,8 @@ GENERATE = {
     "unknown keyword": Bad(lambda e: e.generate(temprature=0.5), TypeError, r"unexpected keyword argument\(s\) \['temprature'\]"),
     "generation_config is a dict": Bad(lambda e: e.generate(generation_config={"do_sample": False}), TypeError, r"generation_config must be a .*GenerationConfig"),
     "generation_config with top_p=2": Bad(lambda e: e.generate(generation_config=GenerationConfig(top_p=2.0, do_sample=True)), ValueError, r"top_p must be in \(0, 1\]"),
+    "stop_check_interval=0": Bad(lambda e: e.generate(stop_check_interval=0), ValueError, r"stop_check_interval must be a positive integer, got 0"),
+    "do_sample='yes'": Bad(lambda e: e.generate(do_sample="yes"), ValueError, r"do_sample must be True or False, got 'yes'"),
     "streamer with batch 2": Bad(lambda e: e.model.generate(input_ids=e.ids.repeat(2, 1), max_new_tokens=2, streamer=object()), ValueError, r"streaming supports batch size 1, got 2"),
 }  # fmt: skip
 

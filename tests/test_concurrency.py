@@ -23,8 +23,6 @@ GREEDY = {"do_sample": False, "max_new_tokens": 12}
 ROUNDS = 3
 
 
-
-
 def run_together(jobs: list[Callable[[], object]]) -> list[object]:
     """Run the jobs in threads released at the same moment; re-raise the first error."""
     results: list[object] = [None] * len(jobs)

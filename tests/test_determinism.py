@@ -16,8 +16,6 @@ DIALOGUE = "<|speaker:0|>Hello there. <|speaker:1|>Hi! How are you? <|speaker:0|
 SAMPLED = {"max_new_tokens": 16}  # the shipped sampling defaults
 
 
-
-
 def sample(model, inputs, seed: int, **kwargs) -> torch.Tensor:
     torch.manual_seed(seed)
     return model.generate(**inputs, **{**SAMPLED, **kwargs}).sequences

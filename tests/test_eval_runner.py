@@ -151,7 +151,9 @@ def test_runner_end_to_end_resumes_and_reports(tiny_tts, meta, tmp_path):
         assert metrics["wer"]["value"] == round(100 * report["wer"]["mean"], 3)
         assert "tiny-wavlm-sv" in metrics["speaker_similarity"]["name"]
         worst = [line for line in markdown.splitlines() if line.startswith("| utt-")]
-        assert len(worst) == 3 and all(len(line.split(" | ")[-1]) <= 202 for line in worst)  # cells cut at 200
+        assert len(worst) == 3 and all(
+            len(line.split(" | ")[-1]) <= 202 for line in worst
+        )  # cells cut at 200
 
         # resume: only the missing utterance is generated; a half-written file from a killed run is ignored
         kept = {name: (out / "wavs" / f"{name}.wav").read_bytes() for name in ("utt-a", "utt-c")}

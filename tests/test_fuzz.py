@@ -62,7 +62,6 @@ def mostly(usual: st.SearchStrategy, other: st.SearchStrategy) -> st.SearchStrat
     return st.integers(0, 3).flatmap(lambda pick: other if pick == 0 else usual)
 
 
-
 def turn_texts(text: str) -> list[str]:
     return [turn.text for turn in parse_markup(text).turns]
 

@@ -6,6 +6,7 @@ Reference frames are ``[token, c0 … c9]`` columns; ours are the codes rows. Th
 
 from __future__ import annotations
 
+import copy
 import json
 from unittest import mock
 
@@ -16,9 +17,8 @@ from safetensors.torch import load_file
 from transformers.generation.configuration_utils import CompileConfig
 
 from transformers_fish_s2.modeling import FishS2Config, FishS2ForConditionalGeneration
-from transformers_fish_s2.modeling.generation_fish_s2 import (
-    CACHE_LENGTH_BUCKET,
-    CODE_PAD_VALUE,
+from transformers_fish_s2.modeling.generation_fish_s2 import CACHE_LENGTH_BUCKET, CODE_PAD_VALUE
+from transformers_fish_s2.modeling.generation_options import (
     FISH_S2_GENERATION_DEFAULTS,
     FishS2GenerationConfig,
 )
@@ -35,8 +35,6 @@ GREEDY_CASES = [
 SAMPLED_RUNS = sorted(
     k.removesuffix(".generated_frames") for k in load_file(EXPECTED / "generation_sampled.safetensors")
 )
-
-
 
 
 @pytest.fixture(scope="module")
@@ -239,13 +237,85 @@ def test_compiled_equals_eager_without_recompiling():
         assert torch.equal(got.sequences, want.sequences) and torch.equal(got.lengths, want.lengths)
 
 
+def test_changing_sampling_values_between_calls_does_not_recompile():
+    """temperature, top_p, top_k and repetition_penalty reach the compiled step as tensors: new values (for a
+    penalty that stays on) reuse the graph, and the compiled codes equal the eager ones for each setting."""
+    from torch._dynamo.utils import counters
+
+    model = tiny_random_model()
+    model.generation_config.compile_config = CompileConfig(backend="aot_eager", mode=None)
+    torch._dynamo.reset()
+    counters.clear()
+    prompt = torch.randint(0, 80, (1, 23), generator=torch.Generator().manual_seed(23))
+    settings = [
+        dict(temperature=0.8, top_p=0.8, top_k=30, repetition_penalty=1.1),
+        dict(temperature=0.5, top_p=0.95, top_k=5, repetition_penalty=1.3),
+        dict(temperature=1.3, top_p=0.6, top_k=0, repetition_penalty=2.0),
+    ]
+    for index, setting in enumerate(settings):
+        torch.manual_seed(0)
+        with torch._dynamo.config.patch(error_on_recompile=index > 0):
+            compiled = model.generate(prompt, max_new_tokens=12, compile=True, **setting)
+        torch.manual_seed(0)
+        eager = model.generate(prompt, max_new_tokens=12, **setting)
+        assert compiled.lengths.item() >= 2  # the compiled step ran
+        assert torch.equal(compiled.sequences, eager.sequences), setting
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_stop_check_interval_does_not_change_the_codes(model, prompts):
+    """Rows that end between two checks keep their length: the frames made after the end are discarded."""
+    names = ["case1_plain.batch0", "case2_clone.batch0"]  # greedy: 7 and 34 frames
+    length = max(prompts[f"{n}.prompt"].shape[1] for n in names)
+    input_ids = torch.full((2, length), 410)
+    audio_codes = torch.zeros(2, 10, length, dtype=torch.long)
+    attention_mask = torch.zeros(2, length, dtype=torch.long)
+    for row, name in enumerate(names):
+        prompt = prompts[f"{name}.prompt"]
+        input_ids[row, -prompt.shape[1] :] = prompt[0]
+        audio_codes[row, :, -prompt.shape[1] :] = prompt[1:]
+        attention_mask[row, -prompt.shape[1] :] = 1
+    inputs = dict(input_ids=input_ids, audio_codes=audio_codes, attention_mask=attention_mask)
+    every_frame = model.generate(**inputs, do_sample=False, max_new_tokens=48, stop_check_interval=1)
+    assert every_frame.lengths.tolist() == [7, 34]
+    for interval in (5, 100):
+        output = model.generate(**inputs, do_sample=False, max_new_tokens=48, stop_check_interval=interval)
+        assert torch.equal(output.sequences, every_frame.sequences)
+        assert torch.equal(output.lengths, every_frame.lengths)
+        assert torch.equal(output.eos_reached, every_frame.eos_reached)
+    assert model.decode_session.frame_index.item() == 48  # interval 100: the loop ran to the budget
+
+
+def test_generate_uses_one_decode_session_per_model(model, prompts):
+    input_ids, audio_codes = prompt_inputs(prompts, "case1_plain.batch0")
+    session = model.decode_session
+    assert model.decode_session is session and model.generation_lock() is session.lock
+    first = model.generate(input_ids, audio_codes, do_sample=False, max_new_tokens=5)
+    assert model.decode_session is session and session.sequences is not None
+    copied = copy.deepcopy(model)  # the session (a lock and caches) is not copied
+    assert copied.decode_session is not session and copied.decode_session.model is copied
+    again = copied.generate(input_ids, audio_codes, do_sample=False, max_new_tokens=5)
+    assert torch.equal(again.sequences, first.sequences)
+
+
+def test_noise_layout_gives_each_draw_its_own_slice_in_reference_order(model):
+    layout = model.decode_session.noise_layout
+    vocab, codebook, num_codebooks = 512, 64, 10
+    assert layout.width == 2 * vocab + (num_codebooks - 1) * codebook
+    noise = torch.arange(layout.width).expand(2, -1)
+    views = [layout.semantic(noise), layout.ras(noise)]
+    views += [layout.codebook(noise, index) for index in range(1, num_codebooks)]
+    assert [v.shape[1] for v in views] == [vocab, vocab] + [codebook] * (num_codebooks - 1)
+    assert torch.equal(torch.cat(views, dim=1), noise)  # in order, no gap, no overlap
+
+
 def test_caches_sized_by_request_not_context():
     """100 frames on a model with a 32k context: the slow cache holds prompt + max_new_tokens rounded up to the
     bucket, the fast cache num_codebooks slots; nothing is sized by the context."""
     model = tiny_random_model(max_seq_len=32768)
     prompt = torch.randint(0, 80, (1, 37), generator=torch.Generator().manual_seed(1))
     model.generate(prompt, do_sample=False, max_new_tokens=100)
-    state = model._fish_s2_decode_state
+    state = model.decode_session
     expected_slots = CACHE_LENGTH_BUCKET * -(-(37 + 100) // CACHE_LENGTH_BUCKET)
     assert expected_slots < 32768
     for layer in state.slow_cache.layers:
@@ -255,7 +325,7 @@ def test_caches_sized_by_request_not_context():
     sizes = {t.shape[-1] for t in (state.attention_mask, state.sequences)}
     assert sizes == {expected_slots}
     model.release_generation_state()
-    assert "_fish_s2_decode_state" not in model.__dict__
+    assert state.slow_cache is None and state.sequences is None
 
 
 def test_compile_refuses_a_quantizer_that_cannot_compile():
@@ -270,7 +340,7 @@ def test_max_new_tokens_is_capped_by_the_context():
     prompt = torch.randint(0, 80, (1, 60), generator=torch.Generator().manual_seed(2))
     out = model.generate(prompt, do_sample=False, max_new_tokens=1000)
     assert out.sequences.shape[-1] <= 4
-    assert model._fish_s2_decode_state.slow_cache.layers[0].keys.shape[2] == 64
+    assert model.decode_session.slow_cache.layers[0].keys.shape[2] == 64
 
 
 def test_repetition_penalty_changes_greedy_output(model, prompts):

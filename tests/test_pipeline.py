@@ -22,8 +22,6 @@ GREEDY = {"do_sample": False, "max_new_tokens": 8}
 FRAME_LENGTH = 2048
 
 
-
-
 @pytest.fixture(scope="module")
 def saved_dir(model, processor, tmp_path_factory):
     return save_for_hub(model, processor, tmp_path_factory.mktemp("saved"))

@@ -30,7 +30,6 @@ WAVEFORM_FILE = EXPECTED / "test_waveform_44k1_pcm16.wav"
 PAD = 410
 
 
-
 @pytest.fixture(scope="module")
 def waveform() -> np.ndarray:
     data, rate = soundfile.read(WAVEFORM_FILE, dtype="int16")

@@ -173,3 +173,24 @@ def test_repetition_penalty_changes_the_greedy_token():
         logits, window, None, None
     )
     assert plain.item() == SEMANTIC_START + 1 and penalised.item() == SEMANTIC_START + 2
+
+
+def test_per_row_parameters_equal_each_row_sampled_alone(trace):
+    """One batch, three rows with their own temperature / top_p / top_k / penalty: each row's token is what a
+    sampler holding only that row's values draws."""
+    logits = trace["slow.raw_logits"].expand(3, -1)
+    noise = torch.rand(3, 2, VOCAB, generator=torch.Generator().manual_seed(6))
+    window = torch.randint(SEMANTIC_START, SEMANTIC_END, (3, 10), generator=torch.Generator().manual_seed(7))
+    rows = [
+        dict(temperature=0.8, top_p=0.8, top_k=30, repetition_penalty=1.0),
+        dict(temperature=1.5, top_p=1.0, top_k=0, repetition_penalty=1.3),
+        dict(temperature=0.3, top_p=0.5, top_k=3, repetition_penalty=2.0),
+    ]
+    batched = make_sampler(batch_size=3, **{key: [row[key] for row in rows] for key in rows[0]})
+    assert batched.temperature.shape == (3, 1) and batched.use_repetition_penalty
+    tokens = batched.sample_semantic_token(logits, window, noise[:, 0], noise[:, 1])
+    for i, row in enumerate(rows):
+        alone = make_sampler(**row).sample_semantic_token(
+            logits[i : i + 1], window[i : i + 1], noise[i : i + 1, 0], noise[i : i + 1, 1]
+        )
+        assert tokens[i] == alone[0], row

@@ -35,7 +35,7 @@ class RecordingStreamer(BaseStreamer):
 
     def put(self, value):
         self.frames.append(value)
-        self.frames_made_at_put.append(int(self.model._fish_s2_decode_state.frame_index))
+        self.frames_made_at_put.append(int(self.model.decode_session.frame_index))
 
     def end(self):
         self.ends += 1

@@ -23,7 +23,9 @@ from .modeling import (
     FishS2TextModel,
 )
 from .modeling.audio_streamer import FishS2AudioStreamer
-from .modeling.generation_fish_s2 import FishS2GenerateOutput, FishS2GenerationConfig
+from .modeling.decode_session import FishS2DecodeSession
+from .modeling.generation_fish_s2 import FishS2GenerateOutput
+from .modeling.generation_options import FishS2GenerationConfig
 from .processing import FishS2Conversation, FishS2Processor, generate_long
 
 # The names of the fast transformer's classes in release 0.1.0, kept so code written against it still imports.
@@ -56,6 +58,7 @@ __all__ = [
     "FishS2CodecStreamingDecoder",
     "FishS2Config",
     "FishS2Conversation",
+    "FishS2DecodeSession",
     "FishS2FastTransformer",
     "FishS2FastTransformerConfig",
     "FishS2ForConditionalGeneration",
