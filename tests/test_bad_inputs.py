@@ -234,7 +234,7 @@ PIPELINE = {
     "pipeline text=''": Bad(lambda e: e.tts(""), ValueError, r"text\[0\] is empty or only whitespace"),
     "pipeline top_p=2": Bad(lambda e: e.tts(TEXT, generate_kwargs={"top_p": 2.0}), ValueError, r"top_p must be in \(0, 1\]"),
     "pipeline temperature=0": Bad(lambda e: e.tts(TEXT, generate_kwargs={"temperature": 0.0}), ValueError, r"temperature must be > 0 when sampling"),
-    "pipeline max_new_tokens=0": Bad(lambda e: e.tts(TEXT, generate_kwargs={"max_new_tokens": 0}), ValueError, r"max_new_tokens` must be greater than 0"),
+    "pipeline max_new_tokens=0": Bad(lambda e: e.tts(TEXT, generate_kwargs={"max_new_tokens": 0}), ValueError, r"max_new_tokens must be a positive integer, got 0"),
     "pipeline unknown generate kwarg": Bad(lambda e: e.tts(TEXT, generate_kwargs={"beams": 2}), TypeError, r"unexpected keyword argument\(s\) \['beams'\]"),
     "pipeline reference without audio": Bad(lambda e: e.tts(TEXT, preprocess_params={"references": [{"text": "x"}]}), ValueError, r"references\[0\] has a transcript but no 'audio' or 'codes'"),
 }  # fmt: skip
