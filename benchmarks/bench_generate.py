@@ -1,6 +1,6 @@
 """Generation speed and memory: frames/s, RTF, time to first audio, peak memory (random-init models).
 
-Configs: ``tiny`` (the parity fixture's shapes), ``small`` (the ~43M S2-shaped config of DESIGN §5: slow AR
+Configs: ``tiny`` (the parity fixture's shapes), ``small`` (a ~43M S2-shaped config: slow AR
 512 x 8 layers, fast AR 512 x 4 layers, 8 query / 2 KV heads of 64, FFN 1536, 1024-entry codebooks,
 4096-token context) and ``full`` (s2-pro's shapes, 4.6B parameters; CUDA only, skipped otherwise).
 Random weights run exactly the compute of trained ones; the ``<|im_end|>`` logit is pinned to zero so every

@@ -1,12 +1,17 @@
-"""Shared test fixtures: paths to the parity fixtures copied from the authors' code (tests/fixtures)."""
+"""Shared test fixtures: the tiny model and processor, and the one loader of the outputs recorded from the
+authors' code (tests/fixtures/s2-tiny-a/expected)."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 # Tests never reach the Hub; anything that tries must fail fast and clearly.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,6 +22,23 @@ TINY = FIXTURES / "s2-tiny-a"
 TINY_SHARDED = FIXTURES / "s2-tiny-a-sharded"
 EXPECTED = TINY / "expected"
 INVENTORY = FIXTURES / "s2-pro-inventory"
+
+
+@functools.cache
+def expected_tensors(name: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``expected/<name>.safetensors``, read on first use and shared by every test (read-only)."""
+    return load_file(EXPECTED / f"{name}.safetensors")
+
+
+@functools.cache
+def expected_json(name: str) -> Any:
+    """The contents of ``expected/<name>.json``, read on first use and shared by every test (read-only)."""
+    return json.loads((EXPECTED / f"{name}.json").read_text())
+
+
+def expected_cases() -> dict[str, dict]:
+    """The recorded cases of ``expected/inputs.json`` (text, references, chunking) by name."""
+    return {case["name"]: case for case in expected_json("inputs")["cases"]}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import EXPECTED, TINY
-from safetensors.torch import load_file
+from conftest import EXPECTED, TINY, expected_tensors
 
 from transformers_fish_s2.cli import main, read_codes_file
 from transformers_fish_s2.hub import HubAccessError
@@ -100,7 +99,7 @@ def test_encoded_reference_gives_the_same_voice_as_the_audio_file(tmp_path, caps
     argv = ["encode", str(REFERENCE_WAV), "--text", REFERENCE_TEXT, "-o", str(codes_file), *MODEL]
     assert main(argv) == 0
     codes, text = read_codes_file(codes_file)
-    torch.testing.assert_close(codes, load_file(EXPECTED / "codec.safetensors")["codes"], rtol=0, atol=0)
+    torch.testing.assert_close(codes, expected_tensors("codec")["codes"], rtol=0, atol=0)
     assert text == REFERENCE_TEXT
 
     from_audio, from_codes = tmp_path / "from_audio.wav", tmp_path / "from_codes.wav"

@@ -13,10 +13,11 @@ import shutil
 
 import pytest
 import torch
-from conftest import EXPECTED, INVENTORY, TINY
-from safetensors.torch import load_file
+from conftest import INVENTORY, TINY, expected_tensors
+from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel
 
+from transformers_fish_s2 import FishS2CheckpointError
 from transformers_fish_s2.codec import FishS2CodecConfig, FishS2CodecModel
 from transformers_fish_s2.codec.checkpoint import load_codec_state_dict, read_codec_checkpoint
 
@@ -31,13 +32,12 @@ def codec() -> FishS2CodecModel:
 
 @pytest.fixture(scope="module")
 def expected() -> dict[str, torch.Tensor]:
-    return load_file(EXPECTED / "codec.safetensors")
+    return expected_tensors("codec")
 
 
 def assert_close_to_scale(actual: torch.Tensor, reference: torch.Tensor, name: str) -> None:
     diff = (actual - reference).abs().max().item()
     scale = reference.abs().max().item()
-    print(f"{name}: max |diff| {diff:.3g} (scale {scale:.3g})")
     assert diff <= LATENT_RTOL * scale, f"{name}: max diff {diff} > {LATENT_RTOL} x scale {scale}"
 
 
@@ -112,7 +112,7 @@ def test_defaults_are_the_official_config():
         default.semantic_codebook_size,
         default.codebook_size,
     ) == (1024, 10, 4096, 1024)
-    assert default.encoder_transformer_window_size == 512  # SPEC §6.2: the YAML never sets it
+    assert default.encoder_transformer_window_size == 512  # the authors' YAML never sets it
     assert default.quantizer_transformer_window_size == 128
     assert abs(default.frame_rate - 21.533203125) < 1e-9
 
@@ -181,18 +181,16 @@ def test_decoded_waveform_matches(codec, expected, codes_key, waveform_key):
         audio = codec.decode(codes).audio_values
     assert audio.shape == (1, 1, 2048 * codes.shape[-1])
     diff = (audio[0, 0] - expected[waveform_key]).abs().max().item()
-    print(f"{waveform_key}: max |diff| {diff:.3g}")
     assert diff <= WAVEFORM_ATOL
 
 
 def test_bf16_decode_stays_close_to_the_fp32_reference(expected):
-    # the authors' CLI runs the codec in bf16 (SPEC §6.7); no bf16 reference exists, so bound the gap
+    # the authors' CLI runs the codec in bf16; no bf16 reference exists, so bound the gap
     codec_bf16 = FishS2CodecModel.from_pretrained(TINY, dtype=torch.bfloat16)
     with torch.no_grad():
         audio = codec_bf16.decode(expected["codes"][None]).audio_values
     assert audio.dtype == torch.bfloat16
     diff = (audio[0, 0].float() - expected["decoded_waveform"]).abs().max().item()
-    print(f"bf16 decoded_waveform vs fp32 reference: max |diff| {diff:.3g}")
     assert diff < 0.05  # measured 0.011 on a waveform of peak 0.59
 
 
@@ -232,7 +230,6 @@ def test_streaming_equals_full_decode(codec, expected, full_e2e_decode, schedule
         chunks.append(chunk)
         start, i = start + size, i + 1
     diff = (torch.cat(chunks, dim=-1) - full).abs().max().item()
-    print(f"streaming {schedule}: max |diff| {diff:.3g}")
     assert diff <= WAVEFORM_ATOL
     assert stream.frames_decoded == codes.shape[-1]
 
@@ -395,7 +392,7 @@ def test_codec_pth_with_codec_config_json_or_argument(codec, probe_codes, tmp_pa
         _decode(FishS2CodecModel.from_pretrained(tmp_path), probe_codes), _decode(codec, probe_codes)
     )
     (tmp_path / "codec_config.json").unlink()
-    with pytest.raises(ValueError, match="wrong shape"):  # falls back to the full-size defaults
+    with pytest.raises(FishS2CheckpointError, match="wrong shape"):  # falls back to the full-size defaults
         FishS2CodecModel.from_pretrained(tmp_path)
     from_arg = FishS2CodecModel.from_pretrained(tmp_path, codec_config=TINY / "codec_config.yaml")
     assert torch.equal(_decode(from_arg, probe_codes), _decode(codec, probe_codes))
@@ -408,12 +405,33 @@ def test_codec_pth_missing_or_misshapen_weights_are_named(tmp_path):
     state["decoder.extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "codec.pth")
     shutil.copy(TINY / "codec_config.yaml", tmp_path)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(FishS2CheckpointError) as info:
         FishS2CodecModel.from_pretrained(tmp_path)
     message = str(info.value)
-    assert "missing 1: decoder.model.0.conv.bias" in message
-    assert "unexpected 1: decoder.extra.weight" in message
-    assert "quantizer.quantizer.quantizers.0.codebook.weight (33, 8)" in message
+    assert "1 tensor(s) missing from the checkpoint:\n    decoder.model.0.conv.bias\n" in message
+    assert "1 unexpected tensor(s) the model has no place for:\n    decoder.extra.weight\n" in message
+    assert (
+        "quantizer.quantizer.quantizers.0.codebook.weight: checkpoint [33, 8], model expects [32, 8]"
+        in message
+    )
+
+
+def test_saved_codec_with_an_unexpected_or_missing_tensor_is_refused(codec, tmp_path):
+    """The codec saved by save_pretrained goes through the same strict check as codec.pth and the model."""
+    codec.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file({**weights, "decoder.extra.weight": torch.zeros(1)}, tmp_path / "model.safetensors")
+    with pytest.raises(
+        FishS2CheckpointError,
+        match=r"unexpected tensor\(s\) the model has no place for:\n    decoder.extra.weight",
+    ):
+        FishS2CodecModel.from_pretrained(tmp_path)
+    weights.pop("decoder.model.0.conv.bias")
+    save_file(weights, tmp_path / "model.safetensors")
+    with pytest.raises(
+        FishS2CheckpointError, match=r"missing from the checkpoint:\n    decoder.model.0.conv.bias"
+    ):
+        FishS2CodecModel.from_pretrained(tmp_path)
 
 
 class _NotATensor:
@@ -457,13 +475,8 @@ def test_full_size_parameter_counts(inventory):
         for part in ("encoder", "quantizer", "decoder")
     }
     magnitudes = sum(v["shape"][0] for k, v in inventory.items() if k.endswith(("original0", "weight_g")))
-    for part, count in counts.items():
-        print(f"full-size {part}: {count / 1e6:.2f} M parameters (weight norm folded)")
     total = sum(counts.values())
-    print(
-        f"full-size total: {total / 1e6:.2f} M folded, {(total + magnitudes) / 1e6:.2f} M with weight-norm g and v"
-    )
-    # SPEC §6.6: ≈76.9 M / 260.5 M / 54.1 M, ≈391 M total counting g and v separately
+    # the authors' config gives ≈76.9 M / 260.5 M / 54.1 M, ≈391 M total counting g and v separately
     assert (
         total + magnitudes == sum(torch.Size(v["shape"]).numel() for v in inventory.values()) == 391_430_530
     )

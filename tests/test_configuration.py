@@ -16,8 +16,15 @@ from transformers_fish_s2 import (
     FishS2TextConfig,
 )
 
-OFFICIAL_TINY = json.loads((TINY / "config.json").read_text())
-S2_PRO = json.loads((INVENTORY / "s2_pro_config.json").read_text())
+
+def official_tiny() -> dict:
+    """The tiny fixture's config.json, in the official schema."""
+    return json.loads((TINY / "config.json").read_text())
+
+
+def s2_pro() -> dict:
+    """The released model's config values."""
+    return json.loads((INVENTORY / "s2_pro_config.json").read_text())
 
 
 def assert_has_values(config, expected: dict) -> None:
@@ -36,7 +43,7 @@ def test_reads_official_config_as_is_including_unused_keys():
     assert type(config) is FishS2Config
     assert isinstance(config.text_config, FishS2TextConfig)
     assert isinstance(config.audio_decoder_config, FishS2FastTransformerConfig)
-    assert_has_values(config, OFFICIAL_TINY)
+    assert_has_values(config, official_tiny())
     # the MoE / audio-projector fields are unused but kept
     assert config.text_config.audio_hidden_dim == 128 and config.audio_decoder_config.router_gamma == 0.001
 
@@ -45,10 +52,12 @@ def test_save_round_trip_keeps_official_schema(tmp_path):
     FishS2Config.from_pretrained(TINY).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     for section in ("text_config", "audio_decoder_config"):
-        assert OFFICIAL_TINY[section].items() <= saved[section].items(), section
-    top = {k: v for k, v in OFFICIAL_TINY.items() if not isinstance(v, dict) and k != "transformers_version"}
+        assert official_tiny()[section].items() <= saved[section].items(), section
+    top = {
+        k: v for k, v in official_tiny().items() if not isinstance(v, dict) and k != "transformers_version"
+    }
     assert top.items() <= saved.items()
-    assert_has_values(FishS2Config.from_pretrained(tmp_path), OFFICIAL_TINY)
+    assert_has_values(FishS2Config.from_pretrained(tmp_path), official_tiny())
 
 
 def test_hf_aliases_read_and_write_the_official_fields():
@@ -75,7 +84,7 @@ def test_hf_aliases_read_and_write_the_official_fields():
 def test_defaults_are_the_real_s2_pro_config():
     config = FishS2Config()
     # `dtype` is the checkpoint's storage dtype, recorded when loading; a fresh config leaves it unset
-    assert_has_values(config, {k: v for k, v in S2_PRO.items() if k != "dtype"})
+    assert_has_values(config, {k: v for k, v in s2_pro().items() if k != "dtype"})
     assert (config.num_codebooks, config.codebook_size) == (10, 4096)
     assert config.get_text_config(decoder=True) is config.text_config
 

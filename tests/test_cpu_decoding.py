@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import EXPECTED, TINY
-from safetensors.torch import load_file
+from conftest import TINY, expected_tensors
 from torch import nn
 
 from transformers_fish_s2.modeling import FishS2ForConditionalGeneration
@@ -25,7 +24,7 @@ def models() -> tuple[FishS2ForConditionalGeneration, FishS2ForConditionalGenera
 
 
 def prompt(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    tensor = load_file(EXPECTED / "prompts.safetensors")[f"{name}.prompt"]
+    tensor = expected_tensors("prompts")[f"{name}.prompt"]
     return tensor[0][None], tensor[1:][None]
 
 

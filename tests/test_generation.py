@@ -12,8 +12,7 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import EXPECTED, TINY
-from safetensors.torch import load_file
+from conftest import TINY, expected_json, expected_tensors
 from transformers.generation.configuration_utils import CompileConfig
 
 from transformers_fish_s2.modeling import FishS2Config, FishS2ForConditionalGeneration
@@ -32,14 +31,25 @@ GREEDY_CASES = [
     "case4_dialogue_multibatch.batch0",
     "case4_dialogue_multibatch.batch1",
 ]
-SAMPLED_RUNS = sorted(
-    k.removesuffix(".generated_frames") for k in load_file(EXPECTED / "generation_sampled.safetensors")
-)
+SAMPLED_RUNS = [
+    f"{case}.{params}.seed{seed}.batch0"
+    for case in ("case2_clone", "case3_dialogue")
+    for params in PARAMS
+    for seed in (0, 1234)
+]
 
 
 @pytest.fixture(scope="module")
 def prompts() -> dict[str, torch.Tensor]:
-    return load_file(EXPECTED / "prompts.safetensors")
+    return expected_tensors("prompts")
+
+
+def test_every_recorded_run_is_checked():
+    recorded = expected_tensors("generation")
+    assert {f"{name}.generated_frames" for name in GREEDY_CASES} <= recorded.keys()
+    assert sorted(f"{run}.generated_frames" for run in SAMPLED_RUNS) == sorted(
+        expected_tensors("generation_sampled")
+    )
 
 
 def prompt_inputs(prompts, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +89,7 @@ def tiny_random_model(
 
 @pytest.mark.parametrize("name", GREEDY_CASES)
 def test_greedy_parity(model, prompts, name):
-    frames = load_file(EXPECTED / "generation.safetensors")[f"{name}.generated_frames"]
+    frames = expected_tensors("generation")[f"{name}.generated_frames"]
     input_ids, audio_codes = prompt_inputs(prompts, name)
     out = model.generate(input_ids, audio_codes, do_sample=False, max_new_tokens=48)
     expected = expected_codes(frames)
@@ -108,7 +118,7 @@ def test_top_k_one_sampling_equals_greedy(model, prompts):
 def test_seeded_sampled_parity(model, prompts, run):
     """``torch.manual_seed(S)`` right before generate reproduces the authors' draws, and the generator ends
     where theirs did: 1600 uniforms per frame (512 + 512 + 9 x 64), none after the <|im_end|> frame."""
-    frames = load_file(EXPECTED / "generation_sampled.safetensors")[f"{run}.generated_frames"]
+    frames = expected_tensors("generation_sampled")[f"{run}.generated_frames"]
     case, params, seed = run.split(".")[:3]
     seed = int(seed.removeprefix("seed"))
     input_ids, audio_codes = prompt_inputs(prompts, f"{case}.batch0")
@@ -129,9 +139,7 @@ def test_shipped_defaults_drive_sampling(model, prompts):
     input_ids, audio_codes = prompt_inputs(prompts, "case2_clone.batch0")
     torch.manual_seed(0)
     out = model.generate(input_ids, audio_codes, max_new_tokens=48)
-    frames = load_file(EXPECTED / "generation_sampled.safetensors")[
-        "case2_clone.A.seed0.batch0.generated_frames"
-    ]
+    frames = expected_tensors("generation_sampled")["case2_clone.A.seed0.batch0.generated_frames"]
     assert torch.equal(out.sequences[0], expected_codes(frames))
 
 
@@ -153,14 +161,14 @@ def test_generate_long_case4_end_to_end(model, prompts):
     """
     from transformers_fish_s2.processing import FishS2Processor, generate_long
 
-    inputs = json.loads((EXPECTED / "inputs.json").read_text())
+    inputs = expected_json("inputs")
     case = next(c for c in inputs["cases"] if c["name"] == "case4_dialogue_multibatch")
-    codes = load_file(EXPECTED / "inputs.safetensors")
+    codes = expected_tensors("inputs")
     references = [
         {"text": r["text"], "codes": codes[r["codes_tensor"].split(":")[1]]} for r in case["references"]
     ]
     processor = FishS2Processor.from_pretrained(TINY, load_codec=False)
-    generated = load_file(EXPECTED / "generation.safetensors")
+    generated = expected_tensors("generation")
 
     with mock.patch.object(model, "generate", wraps=model.generate) as spy:
         out = generate_long(

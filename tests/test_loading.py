@@ -13,7 +13,10 @@ from transformers import AutoModel, AutoModelForTextToWaveform
 
 from transformers_fish_s2 import FishS2CheckpointError, FishS2Config, FishS2ForConditionalGeneration
 
-OFFICIAL_KEYS = set(load_file(TINY / "model.safetensors"))
+
+def official_keys() -> set[str]:
+    """The tensor names of the tiny checkpoint in the official layout."""
+    return set(load_file(TINY / "model.safetensors"))
 
 
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -26,7 +29,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 def test_single_file_load_uses_official_keys_and_checkpoint_dtype():
     model = FishS2ForConditionalGeneration.from_pretrained(TINY)
     assert model.dtype == torch.bfloat16  # dtype="auto": the file's
-    assert set(model.state_dict()) == OFFICIAL_KEYS
+    assert set(model.state_dict()) == official_keys()
     weights = load_file(TINY / "model.safetensors")
     assert all(torch.equal(tensor, weights[key]) for key, tensor in model.state_dict().items())
 
@@ -52,7 +55,7 @@ def test_save_pretrained_round_trip_keeps_layout_and_logits(tmp_path):
     ids = torch.tensor([[385, 82, 88, 419, 450, 386]])
     codes = torch.randint(0, 32, (1, 10, 6))
     model.save_pretrained(tmp_path)
-    assert set(load_file(tmp_path / "model.safetensors")) == OFFICIAL_KEYS
+    assert set(load_file(tmp_path / "model.safetensors")) == official_keys()
     saved_config = json.loads((tmp_path / "config.json").read_text())
     assert saved_config["model_type"] == "fish_qwen3_omni" and saved_config["text_config"]["n_layer"] == 2
     reloaded = FishS2ForConditionalGeneration.from_pretrained(tmp_path)
@@ -63,7 +66,7 @@ def test_save_pretrained_round_trip_keeps_layout_and_logits(tmp_path):
 
     model.save_pretrained(tmp_path / "sharded", max_shard_size="200KB")
     index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
-    assert set(index["weight_map"]) == OFFICIAL_KEYS and len(set(index["weight_map"].values())) > 1
+    assert set(index["weight_map"]) == official_keys() and len(set(index["weight_map"].values())) > 1
     assert_same_weights(model, FishS2ForConditionalGeneration.from_pretrained(tmp_path / "sharded"))
 
 

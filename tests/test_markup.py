@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
-from conftest import EXPECTED
+from conftest import expected_json
 
 from transformers_fish_s2.processing.markup import (
     ReservedTokens,
@@ -36,7 +35,7 @@ def test_turns_tags_and_speakers():
 
 def test_chunks_match_the_fixture_batches():
     """chunk_length 300 → one chunk joined by \\n; chunk_length 40 → two chunks (prompts.json batch texts)."""
-    prompts = json.loads((EXPECTED / "prompts.json").read_text())
+    prompts = expected_json("prompts")
     for case, chunk_length in (("case3_dialogue", 300), ("case4_dialogue_multibatch", 40)):
         expected = [batch["batch_text"] for batch in prompts[case]["batches"]]
         assert chunk_text(DIALOGUE, chunk_length=chunk_length) == expected

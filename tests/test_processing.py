@@ -12,20 +12,14 @@ import pytest
 import soundfile
 import soxr
 import torch
-from conftest import EXPECTED, TINY
+from conftest import EXPECTED, TINY, expected_cases, expected_tensors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from safetensors.torch import load_file
 from transformers import AutoProcessor
 
 from transformers_fish_s2.processing.markup import user_message_text
 from transformers_fish_s2.processing.processing_fish_s2 import FishS2Processor
 
-CASES = {case["name"]: case for case in json.loads((EXPECTED / "inputs.json").read_text())["cases"]}
-PROMPTS = load_file(EXPECTED / "prompts.safetensors")
-GENERATION = load_file(EXPECTED / "generation.safetensors")
-INPUT_CODES = load_file(EXPECTED / "inputs.safetensors")
-CODEC = load_file(EXPECTED / "codec.safetensors")
 WAVEFORM_FILE = EXPECTED / "test_waveform_44k1_pcm16.wav"
 PAD = 410
 
@@ -39,15 +33,15 @@ def waveform() -> np.ndarray:
 
 def code_references(name: str) -> list[dict]:
     return [
-        {"text": ref["text"], "codes": INPUT_CODES[ref["codes_tensor"].split(":", 1)[1]]}
-        for ref in CASES[name]["references"]
+        {"text": ref["text"], "codes": expected_tensors("inputs")[ref["codes_tensor"].split(":", 1)[1]]}
+        for ref in expected_cases()[name]["references"]
     ]
 
 
 def audio_references(name: str, waveform: np.ndarray, tmp_path) -> list[dict]:
     """The fixture's reference recipe: a span of the test waveform written as a 16-bit WAV."""
     references = []
-    for i, ref in enumerate(CASES[name]["references"]):
+    for i, ref in enumerate(expected_cases()[name]["references"]):
         start, end = ref["audio_span_samples"]
         path = tmp_path / f"{name}_ref{i}.wav"
         soundfile.write(path, waveform[start:end], 44100, subtype="PCM_16")
@@ -77,39 +71,46 @@ def test_official_layout_loads_tokenizer_codec_and_context(processor):
 
 @pytest.mark.parametrize("name", ["case1_plain", "case2_clone", "case3_dialogue"])
 def test_prompts_from_reference_codes_are_exact(processor, name):
-    batch = processor(CASES[name]["text"], code_references(name))
-    assert batch["input_ids"].shape == (1, PROMPTS[f"{name}.batch0.prompt"].shape[1])
-    assert_prompt(batch, 0, PROMPTS[f"{name}.batch0.prompt"])
+    batch = processor(expected_cases()[name]["text"], code_references(name))
+    assert batch["input_ids"].shape == (1, expected_tensors("prompts")[f"{name}.batch0.prompt"].shape[1])
+    assert_prompt(batch, 0, expected_tensors("prompts")[f"{name}.batch0.prompt"])
 
 
 @pytest.mark.parametrize("name", ["case2_clone", "case3_dialogue"])
 def test_prompts_from_reference_audio_files_are_exact(processor, waveform, tmp_path, name):
     """Reading, encoding and prompting from the WAV files reproduces the authors' prompt bit for bit."""
-    batch = processor(CASES[name]["text"], audio_references(name, waveform, tmp_path))
-    assert_prompt(batch, 0, PROMPTS[f"{name}.batch0.prompt"])
+    batch = processor(expected_cases()[name]["text"], audio_references(name, waveform, tmp_path))
+    assert_prompt(batch, 0, expected_tensors("prompts")[f"{name}.batch0.prompt"])
 
 
 def test_multi_chunk_dialogue_through_the_conversation(processor):
     name = "case4_dialogue_multibatch"
     conversation = processor.conversation(code_references(name))
-    chunks = processor.chunk_text(CASES[name]["text"], chunk_length=CASES[name]["chunk_length"])
+    chunks = processor.chunk_text(
+        expected_cases()[name]["text"], chunk_length=expected_cases()[name]["chunk_length"]
+    )
     assert len(chunks) == 2
     for k, chunk in enumerate(chunks):
         input_ids, audio_codes = conversation.prompt_for(chunk)
-        expected = PROMPTS[f"{name}.batch{k}.prompt"]
+        expected = expected_tensors("prompts")[f"{name}.batch{k}.prompt"]
         assert torch.equal(input_ids, expected[0]) and torch.equal(audio_codes, expected[1:])
-        conversation.append_generated(chunk, GENERATION[f"{name}.batch{k}.generate_long_codes"])
+        conversation.append_generated(
+            chunk, expected_tensors("generation")[f"{name}.batch{k}.generate_long_codes"]
+        )
 
 
 def test_markup_is_listed(processor):
-    markup = processor.parse_markup(CASES["case3_dialogue"]["text"])
+    markup = processor.parse_markup(expected_cases()["case3_dialogue"]["text"])
     assert markup.tags == ("whisper in small voice", "laughing") and markup.speakers == [0, 1]
 
 
 def test_batches_are_left_padded(processor):
-    texts = [CASES["case1_plain"]["text"], CASES["case2_clone"]["text"]]
+    texts = [expected_cases()["case1_plain"]["text"], expected_cases()["case2_clone"]["text"]]
     batch = processor(texts, [None, code_references("case2_clone")])
-    short, long = PROMPTS["case1_plain.batch0.prompt"], PROMPTS["case2_clone.batch0.prompt"]
+    short, long = (
+        expected_tensors("prompts")["case1_plain.batch0.prompt"],
+        expected_tensors("prompts")["case2_clone.batch0.prompt"],
+    )
     assert batch["input_ids"].shape == (2, long.shape[1]) and batch["audio_codes"].shape == (
         2,
         10,
@@ -178,16 +179,16 @@ def test_encoded_references_are_cached_by_content(processor, waveform, tmp_path,
 
 def test_decode_matches_the_reference_waveform(processor):
     """Generated codes with residual ids beyond the codec's 32 entries are clamped like the reference."""
-    codes = CODEC["e2e_case2_codes"]
+    codes = expected_tensors("codec")["e2e_case2_codes"]
     assert (codes[1:] >= 32).any()
     audio = processor.decode(codes)
     assert audio.dtype == torch.float32 and audio.shape == (34 * 2048,)
-    torch.testing.assert_close(audio, CODEC["e2e_case2_waveform"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(audio, expected_tensors("codec")["e2e_case2_waveform"], atol=1e-5, rtol=0)
     audio *= 0.5  # an ordinary tensor (not an inference-mode one): callers may modify it
 
 
 def test_batch_decode_cuts_rows_to_their_lengths(processor):
-    codes = CODEC["e2e_case2_codes"][:, :12]
+    codes = expected_tensors("codec")["e2e_case2_codes"][:, :12]
     batch = torch.stack([codes, torch.cat([codes[:, :7], torch.full((10, 5), 7)], dim=1)])
     full = processor.decode(codes)
     first, second = processor.decode(batch, lengths=torch.tensor([12, 7]))
@@ -201,7 +202,7 @@ def test_batch_decode_cuts_rows_to_their_lengths(processor):
 
 
 def test_save_audio_writes_44k1(processor, tmp_path):
-    audio = processor.decode(CODEC["e2e_case2_codes"][:, :4])
+    audio = processor.decode(expected_tensors("codec")["e2e_case2_codes"][:, :4])
     processor.save_audio(audio, tmp_path / "out.flac")
     info = soundfile.info(str(tmp_path / "out.flac"))
     assert (info.format, info.samplerate, info.frames, info.channels) == ("FLAC", 44100, 4 * 2048, 1)
@@ -226,10 +227,10 @@ def test_save_pretrained_round_trip(processor, tmp_path):
     assert (reloaded.max_length, reloaded.codebook_size, reloaded.chunk_length) == (512, 32, 300)
     case = "case2_clone"
     assert torch.equal(
-        reloaded(CASES[case]["text"], code_references(case))["input_ids"],
-        processor(CASES[case]["text"], code_references(case))["input_ids"],
+        reloaded(expected_cases()[case]["text"], code_references(case))["input_ids"],
+        processor(expected_cases()[case]["text"], code_references(case))["input_ids"],
     )
-    codes = CODEC["e2e_case2_codes"][:, :8]
+    codes = expected_tensors("codec")["e2e_case2_codes"][:, :8]
     torch.testing.assert_close(reloaded.decode(codes), processor.decode(codes), atol=0, rtol=0)
     text_only = FishS2Processor.from_pretrained(tmp_path, load_codec=False, max_length=100)
     assert text_only.codec is None and text_only.max_length == 100
@@ -250,9 +251,9 @@ def test_codec_config_argument_for_a_bare_codec_pth(tmp_path):
         (tmp_path / name).symlink_to(TINY / name)
     loaded = FishS2Processor.from_pretrained(tmp_path, codec_config=TINY / "codec_config.yaml")
     assert loaded.codec.config.codebook_size == 32
-    codes = CODEC["e2e_case2_codes"][:, :4]
+    codes = expected_tensors("codec")["e2e_case2_codes"][:, :4]
     torch.testing.assert_close(
-        loaded.decode(codes), CODEC["e2e_case2_waveform"][: 4 * 2048], atol=1e-5, rtol=0
+        loaded.decode(codes), expected_tensors("codec")["e2e_case2_waveform"][: 4 * 2048], atol=1e-5, rtol=0
     )
 
 

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
 import pytest
 import torch
-from conftest import EXPECTED, TINY
-from safetensors.torch import load_file
+from conftest import TINY, expected_cases, expected_json, expected_tensors
 from transformers import AutoTokenizer
 
 from transformers_fish_s2.processing.markup import chunk_text
 from transformers_fish_s2.processing.prompt import FishS2Conversation, PromptEncoder, tag_transcripts
-
-CASES = json.loads((EXPECTED / "inputs.json").read_text())["cases"]
-PROMPTS = load_file(EXPECTED / "prompts.safetensors")
-GENERATION = load_file(EXPECTED / "generation.safetensors")
-INPUT_CODES = load_file(EXPECTED / "inputs.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -27,31 +20,45 @@ def encoder() -> PromptEncoder:
 
 
 def case_references(case: dict) -> list[tuple[str, torch.Tensor]]:
-    return [(ref["text"], INPUT_CODES[ref["codes_tensor"].split(":", 1)[1]]) for ref in case["references"]]
+    return [
+        (ref["text"], expected_tensors("inputs")[ref["codes_tensor"].split(":", 1)[1]])
+        for ref in case["references"]
+    ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_prompts_are_token_exact(encoder, case):
+CASE_NAMES = ["case1_plain", "case2_clone", "case3_dialogue", "case4_dialogue_multibatch"]
+
+
+def test_every_recorded_case_is_checked():
+    assert list(expected_cases()) == CASE_NAMES
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_prompts_are_token_exact(encoder, name):
     """Every batch prompt of every case, the second dialogue batch conditioned on the first's codes."""
+    case = expected_cases()[name]
     conversation = FishS2Conversation(encoder, case_references(case))
     chunks = chunk_text(case["text"], chunk_length=case["chunk_length"])
     assert len(chunks) == (2 if case["name"] == "case4_dialogue_multibatch" else 1)
     for k, chunk in enumerate(chunks):
         input_ids, audio_codes = conversation.prompt_for(chunk)
-        expected = PROMPTS[f"{case['name']}.batch{k}.prompt"]
+        expected = expected_tensors("prompts")[f"{case['name']}.batch{k}.prompt"]
         assert torch.equal(input_ids, expected[0])
         assert torch.equal(audio_codes, expected[1:])
-        conversation.append_generated(chunk, GENERATION[f"{case['name']}.batch{k}.generate_long_codes"])
+        conversation.append_generated(
+            chunk, expected_tensors("generation")[f"{case['name']}.batch{k}.generate_long_codes"]
+        )
 
 
 def test_parts_are_tokenised_separately(encoder):
     """Tokenising the whole prompt string merges across part boundaries and misses the reference ids."""
-    prompts = json.loads((EXPECTED / "prompts.json").read_text())
+    prompts = expected_json("prompts")
     batch = prompts["case2_clone"]["batches"][0]
     whole = encoder.tokenizer.encode(batch["decoded_prompt_text"], add_special_tokens=False)
     assert whole != batch["token_ids"]
-    conversation = FishS2Conversation(encoder, case_references(CASES[1]))
-    assert conversation.prompt_for(CASES[1]["text"])[0].tolist() == batch["token_ids"]
+    case = expected_cases()["case2_clone"]
+    conversation = FishS2Conversation(encoder, case_references(case))
+    assert conversation.prompt_for(case["text"])[0].tolist() == batch["token_ids"]
 
 
 def test_semantic_vocabulary_is_read_from_the_tokenizer(encoder):
@@ -78,7 +85,7 @@ def test_conversation_history_and_empty_generation(encoder):
 
 
 def test_prompt_longer_than_the_context_names_both_lengths(encoder):
-    text = CASES[0]["text"]  # a 68-token prompt
+    text = expected_cases()["case1_plain"]["text"]  # a 68-token prompt
     assert len(FishS2Conversation(encoder, max_length=69).prompt_for(text)[0]) == 68
     with pytest.raises(ValueError, match="the prompt is 68 tokens but the model context is 68 tokens"):
         FishS2Conversation(encoder, max_length=68).prompt_for(text)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import EXPECTED
-from safetensors.torch import load_file
+from conftest import expected_tensors
 from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
 from transformers_fish_s2.modeling.sampling import (
@@ -21,7 +20,7 @@ VOCAB, SEMANTIC_START, SEMANTIC_END, IM_END = 512, 419, 482, 386
 
 @pytest.fixture(scope="module")
 def trace() -> dict[str, torch.Tensor]:
-    return load_file(EXPECTED / "sampling_trace.safetensors")
+    return expected_tensors("sampling_trace")
 
 
 def make_sampler(do_sample: bool = True, **overrides) -> FishS2Sampler:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+from unittest import mock
 
 import numpy as np
 import torch
@@ -57,23 +58,17 @@ def test_repeated_requests_keep_memory_flat_and_the_reference_cache_bounded():
     for i in range(WARM_UP):
         request(i)
     tensors_before, rss_before = live_tensors(), rss_mb()
-    checkpoints = []
     for i in range(RUNS):
         request(WARM_UP + i)
-        if (i + 1) % 50 == 0:
-            checkpoints.append(round(rss_mb(), 1))
     tensors_after, rss_after = live_tensors(), rss_mb()
-
-    print(
-        f"\nRSS after {WARM_UP} warm-up requests: {rss_before:.1f} MB; every 50 of {RUNS} more: {checkpoints} MB; "
-        f"growth {rss_after - rss_before:+.1f} MB; live tensors {tensors_before} -> {tensors_after}"
-    )
     assert rss_after - rss_before < MAX_RSS_GROWTH_MB
     assert tensors_after <= tensors_before
     assert len(processor._reference_encoder) == 8  # LRU bound held while 110 new voices went through
 
 
 def test_reference_cache_is_an_lru_of_the_configured_size():
+    """A hit makes a voice the most recent, so the next miss evicts the least recently *used* voice; a
+    first-in-first-out cache would evict the oldest *inserted* one instead and fail the hit counts below."""
     processor = FishS2Processor.from_pretrained(TINY, reference_cache_size=3)
     voices = [np.random.default_rng(seed).uniform(-0.5, 0.5, 2048).astype(np.float32) for seed in range(5)]
 
@@ -83,12 +78,17 @@ def test_reference_cache_is_an_lru_of_the_configured_size():
         )
         return inputs["audio_codes"]
 
-    first = [encode(voice) for voice in voices]
-    assert len(processor._reference_encoder) == 3
-    encode(voices[4])  # most recent: still cached, moved to the end
-    assert len(processor._reference_encoder) == 3
-    for voice, codes in zip(voices, first):  # evicted voices are re-encoded to the same codes
-        torch.testing.assert_close(encode(voice), codes, rtol=0, atol=0)
+    with mock.patch.object(processor.codec, "encode", wraps=processor.codec.encode) as codec_encode:
+        first = [encode(voice) for voice in voices]  # cached now: voices 2, 3, 4 (oldest first)
+        assert codec_encode.call_count == 5 and len(processor._reference_encoder) == 3
+        torch.testing.assert_close(encode(voices[2]), first[2], rtol=0, atol=0)
+        assert codec_encode.call_count == 5  # a hit: voice 2 becomes the most recently used
+        encode(voices[0])  # a miss: evicts voice 3, the least recently used (FIFO would evict voice 2)
+        assert codec_encode.call_count == 6
+        torch.testing.assert_close(encode(voices[2]), first[2], rtol=0, atol=0)
+        assert codec_encode.call_count == 6  # still cached
+        torch.testing.assert_close(encode(voices[3]), first[3], rtol=0, atol=0)
+        assert codec_encode.call_count == 7  # evicted, encoded again to the same codes
     assert len(processor._reference_encoder) == 3
     no_cache = FishS2Processor.from_pretrained(TINY, reference_cache_size=0)
     no_cache("Hi.", references=[{"text": "A reference.", "audio": voices[0], "sampling_rate": 44100}])

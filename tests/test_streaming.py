@@ -8,8 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import EXPECTED, TINY
-from safetensors.torch import load_file
+from conftest import TINY, expected_tensors
 from transformers.generation.streamers import BaseStreamer
 
 from transformers_fish_s2.codec import FishS2CodecModel
@@ -24,7 +23,7 @@ def codec() -> FishS2CodecModel:
 
 @pytest.fixture(scope="module")
 def prompt() -> tuple[torch.Tensor, torch.Tensor]:
-    tokens = load_file(EXPECTED / "prompts.safetensors")["case2_clone.batch0.prompt"]
+    tokens = expected_tensors("prompts")["case2_clone.batch0.prompt"]
     return tokens[0][None], tokens[1:][None]
 
 

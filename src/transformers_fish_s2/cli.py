@@ -42,9 +42,7 @@ class CLIError(Exception):
 # ------------------------------------------------------------------------------------------------------------
 
 
-def write_codes_file(
-    path: str | os.PathLike, codes, *, text: str | None = None, sampling_rate: int = 44100
-) -> None:
+def write_codes_file(path: str | os.PathLike, codes, *, sampling_rate: int, text: str | None = None) -> None:
     """Save codes ``[num_codebooks, frames]`` as safetensors (key ``codes``), with the transcript in the metadata."""
     import torch
     from safetensors.torch import save_file
@@ -76,7 +74,9 @@ def read_codes_file(path: str | os.PathLike):
             codes, metadata = handle.get_tensor(CODES_KEY), handle.metadata() or {}
     except SafetensorError as error:
         raise CLIError(f"{str(path)!r} is not a safetensors codes file: {error}") from None
-    if codes.dim() != 2 or codes.dtype.is_floating_point:
+    from .validation import is_integer_tensor
+
+    if codes.dim() != 2 or not is_integer_tensor(codes):
         raise CLIError(
             f"{str(path)!r}: expected integer codes [num_codebooks, frames], got {codes.dtype} {list(codes.shape)}"
         )
@@ -276,7 +276,9 @@ def _speak(args: argparse.Namespace) -> None:
     references = [_load_reference(spec) for spec in references]
     chunks = processor.chunk_text(text, chunk_length=args.chunk_length)
     show_progress = sys.stderr.isatty() if args.progress is None else args.progress
-    progress = _FrameProgress(len(chunks), disable=not show_progress)
+    progress = _FrameProgress(
+        len(chunks), frames_per_second=processor.codec.config.frame_rate, disable=not show_progress
+    )
     generate = dict(
         processor=processor,
         text=text,
@@ -433,7 +435,7 @@ def _check_device(device: str | None) -> None:
 class _FrameProgress:
     """A streamer that counts generated frames on a tqdm bar and passes them on to another streamer."""
 
-    def __init__(self, chunks: int, *, disable: bool, frames_per_second: float = 44100 / 2048):
+    def __init__(self, chunks: int, *, frames_per_second: float, disable: bool):
         from tqdm.auto import tqdm
 
         self.inner = None

@@ -142,19 +142,18 @@ def load_model_and_processor(
     from .modeling import FishS2ForConditionalGeneration
     from .processing import FishS2Processor
     from .quantization import quantization_config
+    from .validation import HUB_KWARGS, parse_dtype
 
     name = str(name)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     elif isinstance(dtype, str):
-        dtype = _torch_dtype(dtype)
+        dtype = parse_dtype(dtype)
     quant = quantization_config(quantization, compute_dtype=dtype)
     if os.path.isdir(os.path.expanduser(name)):
         name = os.path.expanduser(name)
-    hub = {
-        key: kwargs[key] for key in ("revision", "token", "cache_dir", "local_files_only") if key in kwargs
-    }
+    hub = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
     with hub_errors(name):
         if quant is None:
             model = FishS2ForConditionalGeneration.from_pretrained(name, dtype=dtype, **kwargs).to(device)
@@ -168,22 +167,6 @@ def load_model_and_processor(
     if processor.codec is not None:
         processor.codec.to(device)
     return model.eval(), processor
-
-
-def _torch_dtype(name: str) -> torch.dtype:
-    import torch
-
-    aliases = {
-        "bf16": "bfloat16",
-        "fp16": "float16",
-        "half": "float16",
-        "fp32": "float32",
-        "float": "float32",
-    }
-    dtype = getattr(torch, aliases.get(name, name), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be one of bfloat16, float16, float32, got {name!r}")
-    return dtype
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -208,15 +191,16 @@ def model_card(
     """
     from huggingface_hub import ModelCard, ModelCardData
 
+    from .codec import FishS2CodecConfig
+
     config = model.config
     text, fast = config.text_config, config.audio_decoder_config
     repo = repo_id or "path/to/checkpoint"
     if base_model == repo_id:
         base_model = None
-    sampling_rate = processor.sampling_rate if processor is not None else 44100
-    frame_length = (
-        processor.codec.config.frame_length if getattr(processor, "codec", None) is not None else 2048
-    )
+    codec = getattr(processor, "codec", None)
+    codec_config = codec.config if codec is not None else FishS2CodecConfig()  # the released codec's
+    sampling_rate, frame_length = codec_config.sampling_rate, codec_config.frame_length
     parameters = sum(p.numel() for p in model.parameters())
     generation = {
         key: value

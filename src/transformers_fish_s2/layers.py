@@ -1,7 +1,7 @@
 """Building blocks shared by the Dual-AR transformers and the codec's window transformers.
 
-They reproduce the reference numerics (SPEC §2.3, §9): RMSNorm normalises in fp32 and casts back
-*before* the weight multiply; RoPE rotates interleaved pairs ``(x[2j], x[2j+1])`` in fp32 with a
+They reproduce the reference numerics (docs/reference-behaviour.md): RMSNorm normalises in fp32 and casts
+back *before* the weight multiply; RoPE rotates interleaved pairs ``(x[2j], x[2j+1])`` in fp32 with a
 cos/sin table that was rounded to bf16. cos/sin are computed from positions on demand, so no
 32k-position table is ever materialised.
 """
@@ -42,8 +42,8 @@ def rope_cos_sin(
     """cos/sin for integer ``positions [..., T]`` → two ``[..., T, head_dim/2]`` fp32 tensors.
 
     The angle is computed in fp32 exactly like the reference table row for that position, then
-    rounded to ``table_dtype`` (bf16 in the reference: SGLang saw garbled audio with an fp32 table)
-    and returned as fp32 so the rotation itself runs in fp32.
+    rounded to ``table_dtype`` (bf16, as the reference's table; the parity tests depend on it) and
+    returned as fp32 so the rotation itself runs in fp32.
     """
     angles = positions.to(torch.float32).unsqueeze(-1) * inv_freq.to(positions.device)
     cis = torch.polar(torch.ones_like(angles), angles)

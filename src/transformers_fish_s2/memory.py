@@ -33,16 +33,7 @@ from .modeling.configuration_fish_s2 import FishS2Config
 from .modeling.modeling_fish_s2 import FishS2ForConditionalGeneration
 from .modeling.quantization_defaults import skip_modules_of
 from .quantization import quantization_config
-
-DTYPES = {
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "fp32": torch.float32,
-    "float32": torch.float32,
-}
-"""Compute dtype names accepted by :func:`estimate_memory` (and the CLI)."""
+from .validation import parse_dtype
 
 CODEC_PARTS = ("full", "decoder", "none")
 
@@ -135,8 +126,8 @@ def estimate_memory(
         codec_dtype: the codec's dtype (default: ``dtype``); the codec is never quantized.
     """
     config = _model_config(config_or_path)
-    dtype = _as_dtype(dtype, "dtype")
-    codec_dtype = dtype if codec_dtype is None else _as_dtype(codec_dtype, "codec_dtype")
+    dtype = parse_dtype(dtype, "dtype")
+    codec_dtype = dtype if codec_dtype is None else parse_dtype(codec_dtype, "codec_dtype")
     for name, value in (("max_tokens", max_tokens), ("batch_size", batch_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -208,7 +199,7 @@ def linear_weight_bytes(
 ) -> int:
     """Bytes of one linear layer's weight ``[out, in]`` once converted by ``quantization`` (a scheme name or
     config), quantization state included; ``None`` gives the plain ``dtype`` size."""
-    dtype = _as_dtype(dtype, "dtype")
+    dtype = parse_dtype(dtype, "dtype")
     quant = quantization_config(quantization, compute_dtype=dtype)
     if quant is None:
         return math.prod(shape) * dtype.itemsize
@@ -362,14 +353,6 @@ def _codec_config(config_or_path, codec_config, decoder_only: bool) -> FishS2Cod
     codec_config = copy.deepcopy(FishS2CodecConfig.from_any(codec_config))
     codec_config.decoder_only = decoder_only
     return codec_config
-
-
-def _as_dtype(value: torch.dtype | str, name: str) -> torch.dtype:
-    if isinstance(value, torch.dtype) and value in DTYPES.values():
-        return value
-    if isinstance(value, str) and value in DTYPES:
-        return DTYPES[value]
-    raise ValueError(f"{name} must be one of {', '.join(DTYPES)} (or the torch dtype), got {value!r}")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

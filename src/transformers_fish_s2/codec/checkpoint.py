@@ -1,11 +1,11 @@
-"""Reading the authors' ``codec.pth`` (SPEC §1.7) into a :class:`FishS2CodecModel`.
+"""Reading the authors' ``codec.pth`` into a :class:`FishS2CodecModel`.
 
 The file is a flat ``torch.save``d state dict of their ``DAC`` module. Convolutions there are weight-
 normed under two spellings (``…parametrizations.weight.original0/1`` from torch's parametrization,
 ``…weight_g/weight_v`` from the legacy hook used inside the quantizers); we fold each pair into the
 plain ``…weight`` our modules hold. Stale ``freqs_cis``/``causal_mask`` buffers are dropped. Anything
-else that does not match the module tree exactly is an error naming the keys (the reference loads
-with ``strict=False`` and would silently keep random weights).
+else that does not match the module tree exactly is refused by the package's strict check
+(:func:`transformers_fish_s2.checkpoint.raise_on_mismatch`), like the model's weights.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import re
 
 import torch
 from torch import nn
+
+from ..checkpoint import FishS2CheckpointError, compare_state_dicts, raise_on_mismatch
 
 # (g, v) suffix pairs of the two weight-norm spellings.
 WEIGHT_NORM_SUFFIXES = (
@@ -41,7 +43,7 @@ def read_codec_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (pickle.UnpicklingError, RuntimeError, ValueError) as error:
-        raise ValueError(
+        raise FishS2CheckpointError(
             f"Could not read the codec checkpoint {os.fspath(path)!r} with torch.load(weights_only=True, mmap=True): "
             f"{error}\nIt must be a state dict of tensors saved by torch.save in the default (zip) format, as the "
             "official codec.pth is; other pickled objects are refused for safety."
@@ -49,7 +51,7 @@ def read_codec_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise ValueError(f"{os.fspath(path)!r} does not contain a flat state dict of tensors")
+        raise FishS2CheckpointError(f"{os.fspath(path)!r} does not contain a flat state dict of tensors")
     if any("generator" in key for key in data):
         data = {
             key.removeprefix("generator."): value
@@ -70,7 +72,7 @@ def fold_weight_norm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
         for g_suffix, v_suffix in WEIGHT_NORM_SUFFIXES:
             if key.endswith(v_suffix):
                 if key[: -len(v_suffix)] + g_suffix not in state_dict:
-                    raise ValueError(
+                    raise FishS2CheckpointError(
                         f"codec checkpoint: {key} has no matching {g_suffix} (weight-norm magnitude)"
                     )
                 break
@@ -78,7 +80,7 @@ def fold_weight_norm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
                 prefix = key[: -len(g_suffix)]
                 direction = state_dict.get(prefix + v_suffix)
                 if direction is None:
-                    raise ValueError(
+                    raise FishS2CheckpointError(
                         f"codec checkpoint: {key} has no matching {v_suffix} (weight-norm direction)"
                     )
                 _put(folded, prefix + ".weight", _fold(value, direction))
@@ -89,11 +91,15 @@ def fold_weight_norm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def load_codec_state_dict(
-    model: nn.Module, state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None = None
+    model: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    dtype: torch.dtype | None = None,
+    checkpoint: str | os.PathLike = "codec.pth",
 ) -> None:
     """Fold, filter and check ``state_dict`` against ``model``, then load it (``assign=True``: no copy).
 
-    Raises ``ValueError`` naming every missing, unexpected and wrongly-shaped key.
+    Raises :class:`~transformers_fish_s2.checkpoint.FishS2CheckpointError` naming every missing, unexpected
+    and wrongly-shaped key (``checkpoint`` names the file in the message).
     """
     state_dict = fold_weight_norm(
         {key: value for key, value in state_dict.items() if not key.endswith(STALE_BUFFER_SUFFIXES)}
@@ -101,24 +107,15 @@ def load_codec_state_dict(
     if model.config.decoder_only:
         encoder_only = re.compile("|".join(ENCODER_ONLY_KEY_PATTERNS))
         state_dict = {key: value for key, value in state_dict.items() if not encoder_only.search(key)}
-    expected = model.state_dict()
-    problems = []
-    if missing := sorted(expected.keys() - state_dict.keys()):
-        problems.append(f"missing {len(missing)}: {_preview(missing)}")
-    if unexpected := sorted(state_dict.keys() - expected.keys()):
-        problems.append(f"unexpected {len(unexpected)}: {_preview(unexpected)}")
-    if mismatched := [
-        f"{key} {tuple(state_dict[key].shape)} (model expects {tuple(expected[key].shape)})"
-        for key in sorted(expected.keys() & state_dict.keys())
-        if state_dict[key].shape != expected[key].shape
-    ]:
-        problems.append(f"wrong shape {len(mismatched)}: {_preview(mismatched)}")
-    if problems:
-        raise ValueError(
-            "The codec checkpoint does not match the codec built from its config ("
-            + "; ".join(problems)
-            + "). Check that codec_config.yaml/codec_config.json (or codec_config=) describes this checkpoint."
-        )
+    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)
+    raise_on_mismatch(
+        type(model).__name__,
+        checkpoint,
+        missing=missing,
+        unexpected=unexpected,
+        mismatched=mismatched,
+        hint="does codec_config.yaml/codec_config.json (or codec_config=) describe this checkpoint?",
+    )
     if dtype is not None:
         state_dict = {key: value.to(dtype) for key, value in state_dict.items()}
     model.load_state_dict(state_dict, strict=True, assign=True)
@@ -132,10 +129,5 @@ def _fold(magnitude: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
 
 def _put(target: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
     if key in target:
-        raise ValueError(f"codec checkpoint: {key} is given twice (plain and weight-normed)")
+        raise FishS2CheckpointError(f"codec checkpoint: {key} is given twice (plain and weight-normed)")
     target[key] = value
-
-
-def _preview(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", … (+{len(keys) - limit} more)" if len(keys) > limit else "")

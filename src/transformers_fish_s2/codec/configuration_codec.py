@@ -1,4 +1,4 @@
-"""Configuration of the S2 codec (the "modded DAC", SPEC §6).
+"""Configuration of the S2 codec (the "modded DAC").
 
 Defaults are the official ``fish_speech/configs/modded_dac_vq.yaml``. The authors ship that file as a
 hydra config; :meth:`FishS2CodecConfig.from_hydra` reads it (plain YAML, anchors included) without
@@ -62,7 +62,7 @@ class FishS2CodecConfig(PreTrainedConfig):
         encoder_transformer_head_dim: head size of the encoder transformers; they have ``dim // 64`` heads
             and an FFN of ``3 * dim`` (hard-wired in the reference).
         encoder_transformer_window_size: causal attention window of the encoder transformers. The YAML
-            does not set it; the reference falls back to 512 (SPEC §6.2).
+            does not set it; the reference falls back to 512.
         decoder_dim: channels of the first decoder conv; halved by each decoder block.
         decoder_rates: strides of the decoder's transposed convs.
         num_codebooks: total codebooks per frame: 1 semantic + ``num_codebooks - 1`` residual.
@@ -257,7 +257,7 @@ class FishS2CodecConfig(PreTrainedConfig):
                 "encoder_transformer_layers": "encoder_transformer_layers",
             },
         )
-        # The decoder blocks build a transformer but leave it out of the network (SPEC §6.4).
+        # The decoder blocks build a transformer but leave it out of the network, so it has no weights.
         top.pop("decoder_transformer_layers", None)
         latent_dim = top.pop("latent_dim", None)
         _take(

@@ -1,4 +1,4 @@
-"""Convolutional building blocks of the codec (SPEC §6.2-6.4): Snake, causal convs, residual units, ConvNeXt.
+"""Convolutional building blocks of the codec: Snake, causal convs, residual units, ConvNeXt.
 
 All convolutions are causal (padded on the left only). Weight norm is folded into plain ``weight``
 tensors when a checkpoint is loaded (see ``checkpoint.py``), so these are ordinary convolutions.

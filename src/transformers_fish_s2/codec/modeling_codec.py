@@ -1,4 +1,4 @@
-"""The S2 codec ("modded DAC", SPEC §6) as a transformers model: encode audio to codes, decode codes to audio.
+"""The S2 codec ("modded DAC") as a transformers model: encode audio to codes, decode codes to audio.
 
 44.1 kHz mono; one code frame = 2048 samples (21.53 Hz) with 10 codebooks (semantic 4096 + 9 × 1024).
 The module tree reproduces the authors' ``DAC`` key names (``encoder.block.*``, ``quantizer.*``,
@@ -19,7 +19,9 @@ from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
 from transformers.utils import ModelOutput, cached_file
 
+from ..checkpoint import FishS2CheckpointError, raise_on_mismatch
 from ..layers import FishS2RMSNorm
+from ..validation import HUB_KWARGS, is_integer_tensor, parse_dtype
 from .checkpoint import ENCODER_ONLY_KEY_PATTERNS, load_codec_state_dict, read_codec_checkpoint
 from .configuration_codec import FishS2CodecConfig
 from .convolutions import (
@@ -33,8 +35,6 @@ from .convolutions import (
 from .quantizer import CodecQuantizer
 from .stream_state import CodecStreamState
 from .window_transformer import LayerScale, WindowTransformer
-
-_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "proxies")
 
 
 @dataclass
@@ -243,7 +243,7 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
 
         The caller's tensor is never modified. Ids above a codebook's last entry are clamped to it on a
         copy, as the reference does in place (the fast AR's 4096-way head can emit residual ids ≥ 1024,
-        SPEC §9.7); negative ids are an error.
+        the fast transformer's 4096-way head can emit them); negative ids are an error.
         """
         codes = self._prepare_codes(audio_codes)
         return FishS2CodecDecoderOutput(audio_values=self._decode(codes))
@@ -289,7 +289,7 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
 
         ``decoder_only=True`` builds and loads only what decoding needs (no encoder, ~140 M fewer params).
         """
-        hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         path = os.fspath(pretrained_model_name_or_path)
 
         def find(filename: str) -> str | None:
@@ -349,15 +349,18 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
                 **kwargs,
             )
         except SafetensorError as error:
-            raise ValueError(
+            raise FishS2CheckpointError(
                 f"Could not read the codec weights in {location!r}: {error}. The file is probably truncated or "
                 "corrupted; download or save it again."
             ) from error
-        if info["missing_keys"] or info["mismatched_keys"]:
-            raise ValueError(
-                f"Codec weights in {location!r} do not match its config: missing {sorted(info['missing_keys'])}, "
-                f"wrong shape {sorted(info['mismatched_keys'])}"
-            )
+        raise_on_mismatch(
+            cls.__name__,
+            location,
+            missing=info["missing_keys"],
+            unexpected=info["unexpected_keys"],
+            mismatched=info["mismatched_keys"],
+            hint="is config.json from the same save?",
+        )
         return (model, info) if return_info else model
 
     @classmethod
@@ -373,7 +376,7 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
         if unsupported:
             raise TypeError(f"Unsupported arguments for loading codec.pth: {sorted(unsupported)}")
         if isinstance(dtype, str):
-            dtype = None if dtype == "auto" else getattr(torch, dtype)
+            dtype = None if dtype == "auto" else parse_dtype(dtype)
         if device_map == "auto":  # the codec fits on one device
             device_map = "cuda" if torch.cuda.is_available() else "cpu"
         if device_map is not None and not isinstance(device_map, (str, torch.device, int)):
@@ -384,7 +387,7 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
             config.decoder_only = True
         with torch.device("meta"):
             model = cls(config)
-        load_codec_state_dict(model, read_codec_checkpoint(checkpoint), dtype)
+        load_codec_state_dict(model, read_codec_checkpoint(checkpoint), dtype, checkpoint)
         config.dtype = model.dtype
         if device_map is not None:
             model.to(device_map)
@@ -413,7 +416,7 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
             raise ValueError(
                 f"audio_codes has batch size 0 (shape {tuple(audio_codes.shape)}); batch must be >= 1"
             )
-        if audio_codes.is_floating_point() or audio_codes.is_complex() or audio_codes.dtype == torch.bool:
+        if not is_integer_tensor(audio_codes):
             raise TypeError(f"audio_codes must be an integer tensor, got {audio_codes.dtype}")
         if audio_codes.numel() and (lowest := int(audio_codes.min())) < 0:
             raise ValueError(f"audio_codes must be >= 0, got a minimum of {lowest}")

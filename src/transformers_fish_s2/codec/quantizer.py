@@ -1,4 +1,4 @@
-"""The codec's quantizer (reference ``DownsampleResidualVectorQuantize``, SPEC §6.3).
+"""The codec's quantizer (reference ``DownsampleResidualVectorQuantize``).
 
 Encoding: downsample the 86 Hz latent ×4 (causal strided conv + ConvNeXt, twice) → ``pre_module``
 window transformer → one semantic VQ (codebook 0) → residual VQ over the rest. Decoding: sum the

@@ -1,4 +1,4 @@
-"""The codec's causal sliding-window transformer (reference ``WindowLimitedTransformer``, SPEC §6.3).
+"""The codec's causal sliding-window transformer (reference ``WindowLimitedTransformer``).
 
 Pre-norm blocks with fused ``wqkv``, interleaved RoPE (bf16-rounded table), LayerScale on both
 branches and a SwiGLU FFN; a query at position t attends to keys t-w+1..t. Masks and RoPE angles are

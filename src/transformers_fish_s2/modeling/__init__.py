@@ -1,8 +1,8 @@
 """Model code: configuration, the Dual-AR model, shared layers."""
 
+from ..checkpoint import FishS2CheckpointError
 from .configuration_fish_s2 import FishS2Config, FishS2FastTransformerConfig, FishS2TextConfig
 from .modeling_fish_s2 import (
-    FishS2CheckpointError,
     FishS2FastTransformer,
     FishS2ForConditionalGeneration,
     FishS2Output,

@@ -8,7 +8,7 @@ transformers names (``hidden_size``, ``num_hidden_layers``, ...) are aliases, so
 accelerate read the config like any other decoder's. The code reads the number of KV heads (grouped-query
 attention) as ``num_key_value_heads``; ``n_local_heads`` is only its name in the file.
 
-Defaults are the real s2-pro values (SPEC §1.2-1.3): ``FishS2Config()`` describes the released model.
+Defaults are the real s2-pro values: ``FishS2Config()`` describes the released model.
 """
 
 from __future__ import annotations
@@ -132,8 +132,9 @@ class FishS2TextConfig(_FishS2TransformerConfig):
 class FishS2FastTransformerConfig(_FishS2TransformerConfig):
     """The fast transformer over the codebooks of one frame (the "fast AR"; official key ``audio_decoder_config``).
 
-    ``vocab_size`` is the codebook size (all ten fast heads are ``vocab_size``-way; SPEC §9.7), ``text_dim``
-    the width of the slow AR's hidden state it is fed (a projection is created when it differs from ``dim``).
+    ``vocab_size`` is the codebook size (all ten fast heads are ``vocab_size``-way, though the codec's codebooks
+    1…9 have 1024 entries), ``text_dim`` the width of the slow AR's hidden state it is fed (a projection is
+    created when it differs from ``dim``).
     """
 
     model_type = "fish_qwen3_audio_decoder"

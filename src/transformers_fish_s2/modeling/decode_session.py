@@ -11,7 +11,7 @@ compiles it once.
 ``model.generate`` uses the model's own session (``model.decode_session``). A serving engine can own one
 session per batch of slots and drive :meth:`~FishS2DecodeSession.decode_frame` itself (or subclass it).
 
-One frame, in order (the reference's order, see ``docs/generation.md``): the slow AR reads the
+One frame, in order (the reference's order, see ``docs/reference-behaviour.md``): the slow AR reads the
 last frame → semantic token (reference sampler with repetition-aware sampling) → the fast transformer over
 codebooks picks codebooks 1…9, one position each → the frame ``[token, c0 … c9]`` is recorded.
 """

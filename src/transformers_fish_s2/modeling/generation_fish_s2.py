@@ -26,6 +26,7 @@ from transformers import GenerationConfig, GenerationMixin
 from transformers.generation.streamers import BaseStreamer
 from transformers.utils import ModelOutput, logging
 
+from ..validation import audio_codes_or_zeros, is_integer_tensor
 from .decode_session import FishS2DecodeSession
 from .generation_options import FishS2GenerationConfig, merge_generation_config
 from .sampling import FishS2Sampler
@@ -39,10 +40,6 @@ CACHE_LENGTH_BUCKET = 256
 """The slow KV cache length is rounded up to a multiple of this (capped at the model context)."""
 
 _SESSION_GUARD = threading.Lock()  # creates each model's decode session exactly once
-
-
-def _is_integer(tensor: torch.Tensor) -> bool:
-    return not (tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool)
 
 
 def _stream(streamer: BaseStreamer | None, session: FishS2DecodeSession) -> None:
@@ -151,7 +148,7 @@ class FishS2GenerationMixin(GenerationMixin):
             :class:`FishS2GenerateOutput` (``sequences [B, num_codebooks, N]``, ``lengths``, ``eos_reached``).
             Rows that stop early keep running in the static batch until all rows stop, but their extra
             frames are discarded. Unlike the reference, a row that hits ``max_new_tokens`` keeps all its
-            frames (``docs/generation.md``, differences from the reference). Concurrent calls on one model take turns (they share its
+            frames (``docs/reference-behaviour.md``). Concurrent calls on one model take turns (they share its
             decode session).
         """
         config = merge_generation_config(self.generation_config, generation_config, kwargs)
@@ -217,7 +214,7 @@ class FishS2GenerationMixin(GenerationMixin):
             raise ValueError(
                 f"input_ids must be a non-empty [batch, seq_len] tensor of token ids, got {shape}"
             )
-        if not _is_integer(input_ids):
+        if not is_integer_tensor(input_ids):
             raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
         if input_ids.device.type == "meta":
             raise ValueError("input_ids is on the meta device (a tensor without data); pass real token ids")
@@ -228,14 +225,8 @@ class FishS2GenerationMixin(GenerationMixin):
         num_codebooks = self.config.num_codebooks
         device = self.device
         input_ids = input_ids.to(device=device, dtype=torch.long)
-        if audio_codes is None:
-            audio_codes = input_ids.new_zeros(batch_size, num_codebooks, length)
-        elif tuple(audio_codes.shape) != (batch_size, num_codebooks, length):
-            raise ValueError(
-                f"audio_codes must be [batch, num_codebooks, seq_len] = [{batch_size}, {num_codebooks}, {length}] "
-                f"to match input_ids, got {tuple(audio_codes.shape)}"
-            )
-        elif not _is_integer(audio_codes):
+        audio_codes = audio_codes_or_zeros(audio_codes, input_ids, num_codebooks)
+        if not is_integer_tensor(audio_codes):
             raise ValueError(f"audio_codes must hold integer codes, got dtype {audio_codes.dtype}")
         audio_codes = audio_codes.to(device=device, dtype=torch.long)
         if attention_mask is None:

@@ -1,14 +1,14 @@
 """Fish Audio S2 Dual-AR model: a slow AR over text/semantic tokens and a fast AR over the codebooks of a frame.
 
-The module tree mirrors the official checkpoint so its keys load without any mapping (DESIGN D1):
+The module tree mirrors the official checkpoint so its keys load without any mapping:
 
     text_model.model.{embeddings, layers.N.{attention.{wqkv, wo, q_norm, k_norm}, attention_norm,
-                      feed_forward.{w1, w2, w3}, ffn_norm}, norm}      slow AR (SPEC §2)
+                      feed_forward.{w1, w2, w3}, ffn_norm}, norm}      slow AR
     text_model.lm_head                                                 only when the head is untied
-    audio_decoder.{codebook_embeddings, project_in, embeddings, layers.N..., norm, output}   fast AR (SPEC §3)
+    audio_decoder.{codebook_embeddings, project_in, embeddings, layers.N..., norm, output}   fast AR
 
-Numerics follow the reference (SPEC §9): interleaved RoPE with a bf16-rounded cos/sin table computed from the
-positions in use (no 32k-position table), fp32 RMSNorm cast back before the weight, ``torch.nn.RMSNorm`` for
+Numerics follow the reference (docs/reference-behaviour.md): interleaved RoPE with a bf16-rounded cos/sin
+table computed from the positions in use (no 32k-position table), fp32 RMSNorm cast back before the weight, ``torch.nn.RMSNorm`` for
 the per-head q/k norms (what the reference uses there), and semantic-position input embeddings
 ``(token + Σ codebook embeddings) / √(num_codebooks + 1)``. Attention goes through transformers' attention
 interface (``sdpa`` by default, ``eager``) and keys/values through transformers ``Cache`` objects; masks are
@@ -17,15 +17,12 @@ built from cache slots and the attention mask, never as a ``max_seq_len²`` buff
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, StaticCache, StaticLayer
@@ -34,6 +31,12 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, can_return_tuple
 
+from ..checkpoint import (
+    FishS2CheckpointError,
+    check_safetensors_files,
+    local_checkpoint_dir,
+    raise_on_mismatch,
+)
 from ..layers import (
     FishS2FeedForward,
     FishS2RMSNorm,
@@ -41,15 +44,13 @@ from ..layers import (
     rope_cos_sin,
     rope_inverse_frequencies,
 )
+from ..validation import audio_codes_or_zeros
 from .configuration_fish_s2 import FishS2Config, FishS2FastTransformerConfig, FishS2TextConfig
 from .generation_fish_s2 import FishS2GenerationMixin
 from .quantization_defaults import with_default_skip_modules
+from .sampling import semantic_token_mask
 
 TransformerConfig = FishS2TextConfig | FishS2FastTransformerConfig
-
-
-class FishS2CheckpointError(RuntimeError):
-    """A checkpoint that does not match the model: missing, unexpected or wrongly shaped tensors, bad files."""
 
 
 @dataclass
@@ -60,7 +61,7 @@ class FishS2Output(ModelOutput):
         loss: slow-AR token cross-entropy + fast-AR codebook cross-entropy (only with ``labels``).
         logits: slow-AR logits ``[B, T', vocab]`` (``T'`` set by ``logits_to_keep``).
         last_hidden_state: final-normed slow-AR hidden state ``[B, T', dim]``, sliced like ``logits``; this is
-            what the fast AR is fed (SPEC §2.4).
+            what the fast AR is fed.
         cache: the slow AR's cache, when caching (also readable as ``past_key_values``; transformers 5.24
             renamed the output field to ``cache``).
         fast_logits: teacher-forced fast-AR logits ``[n_frames, num_codebooks, codebook_size]`` for the labelled
@@ -295,7 +296,7 @@ class FishS2PreTrainedModel(PreTrainedModel):
         """Stock ``from_pretrained`` (``dtype=``, ``device_map=``, quantization, sharded or single-file
         safetensors), but strict: a checkpoint with missing, unexpected or wrongly shaped tensors raises
         :class:`FishS2CheckpointError` naming the keys and files instead of leaving random weights behind
-        (the reference loader hides them, SPEC §9.22). ``ignore_mismatched_sizes=True`` keeps transformers'
+        (the reference loader hides them). ``ignore_mismatched_sizes=True`` keeps transformers'
         behaviour for shapes (re-initialise and warn); missing/unexpected keys are always an error.
         A ``quantization_config`` without its own skip list gets the package's rule (fast AR and output head stay
         unquantized; :mod:`transformers_fish_s2.quantization`).
@@ -304,8 +305,8 @@ class FishS2PreTrainedModel(PreTrainedModel):
         output_loading_info = kwargs.pop("output_loading_info", False)
         if kwargs.get("quantization_config") is not None:
             kwargs["quantization_config"] = with_default_skip_modules(kwargs["quantization_config"])
-        local_dir = _local_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
-        key_to_file = _check_safetensors_files(local_dir) if local_dir is not None else {}
+        local_dir = local_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
+        key_to_file = check_safetensors_files(local_dir) if local_dir is not None else {}
         try:
             model, loading_info = super().from_pretrained(
                 pretrained_model_name_or_path,
@@ -319,8 +320,14 @@ class FishS2PreTrainedModel(PreTrainedModel):
                 f"Could not read the safetensors weights of {pretrained_model_name_or_path}: {err}. The download may "
                 "be incomplete; delete the cached files and download them again."
             ) from err
-        _raise_on_load_problems(
-            cls.__name__, pretrained_model_name_or_path, loading_info, key_to_file, ignore_mismatched_sizes
+        raise_on_mismatch(
+            cls.__name__,
+            pretrained_model_name_or_path,
+            missing=loading_info["missing_keys"],
+            unexpected=loading_info["unexpected_keys"],
+            mismatched=() if ignore_mismatched_sizes else loading_info["mismatched_keys"],
+            key_to_file=key_to_file,
+            hint="is config.json from the same checkpoint?",
         )
         return (model, loading_info) if output_loading_info else model
 
@@ -475,7 +482,7 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
 
         Decoding multiplies one row per layer by each weight, which is bound by how fast the weights are read:
         MKL's single-row product reads a ``[out, in]`` weight laid out as its transpose (``W.t().contiguous().t()``)
-        ~1.8x faster than the row-major one on the CPUs we measured, and ~1.3x the whole small-config decode.
+        faster than the row-major one (``benchmarks/bench_generate.py --cpu-layout`` measures the decode).
         Shapes, values, parameter objects and state-dict keys stay the same, no memory is added (one layer's
         weight is copied at a time), and ``save_pretrained`` still writes ordinary row-major tensors. Quantized
         linears, embeddings and the tied output head are left as they are. Numerically the product may round
@@ -499,26 +506,20 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
     def embed_inputs(
         self, input_ids: torch.LongTensor, audio_codes: torch.LongTensor | None = None
     ) -> torch.Tensor:
-        """Slow-AR input embeddings ``[B, T, D]`` (SPEC §2.2).
+        """Slow-AR input embeddings ``[B, T, D]``.
 
         Text positions: the token embedding. Semantic positions (``<|semantic:k|>`` ids): token embedding plus
         the sum of the ``num_codebooks`` codebook embeddings of that frame, all divided by
         ``√(num_codebooks + 1)``. ``audio_codes=None`` means all-zero codes (the reference's layout for text).
         """
-        num_codebooks, codebook_size = self.config.num_codebooks, self.config.codebook_size
-        batch, length = input_ids.shape
-        if audio_codes is None:
-            audio_codes = input_ids.new_zeros(batch, num_codebooks, length)
-        elif audio_codes.shape != (batch, num_codebooks, length):
-            raise ValueError(
-                f"audio_codes must be [batch, num_codebooks, seq_len] = [{batch}, {num_codebooks}, {length}] to match "
-                f"input_ids {tuple(input_ids.shape)}, got {tuple(audio_codes.shape)}"
-            )
+        config = self.config
+        num_codebooks = config.num_codebooks
+        audio_codes = audio_codes_or_zeros(audio_codes, input_ids, num_codebooks)
         embeds = self.text_model.model.embeddings(input_ids)
-        offsets = torch.arange(num_codebooks, device=input_ids.device) * codebook_size
+        offsets = torch.arange(num_codebooks, device=input_ids.device) * config.codebook_size
         codebook_sum = self.audio_decoder.codebook_embeddings(audio_codes + offsets[:, None]).sum(dim=1)
-        is_semantic = (input_ids >= self.config.semantic_start_token_id) & (
-            input_ids <= self.config.semantic_end_token_id
+        is_semantic = semantic_token_mask(
+            input_ids, config.semantic_start_token_id, config.semantic_end_token_id
         )
         is_semantic = is_semantic[..., None]
         embeds = embeds + torch.where(is_semantic, codebook_sum, 0)
@@ -537,7 +538,6 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         cache_position: torch.LongTensor | None = None,
-        cache: Cache | None = None,
         **kwargs,
     ) -> FishS2Output:
         """Slow-AR forward pass.
@@ -554,19 +554,14 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
                 cross-entropy and, for every labelled next token that is semantic, the fast AR's teacher-forced
                 cross-entropy over all codebooks of that frame (targets from ``audio_codes``). Inputs use the
                 inference embedding rule (÷√11 at semantic positions); the reference's own fine-tuning path
-                skips that scale (SPEC §9.12), so its fine-tunes see inputs that inference never produces.
+                skips that scale, so its fine-tunes see inputs that inference never produces.
             logits_to_keep: keep only the last ``n`` positions (int) or these indices (tensor) of
                 ``logits``/``last_hidden_state``; ``0`` keeps all.
             cache_position: cache slots ``[T]`` written by this call (used with a ``StaticCache``, e.g. to restart
                 a static decode); by default tokens are appended after the cached ones.
-            cache: transformers ≥ 5.24's name for ``past_key_values``; pass at most one of them.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
-        if cache is not None:
-            if past_key_values is not None:
-                raise ValueError("Pass the cache as `past_key_values` or as `cache`, not both.")
-            past_key_values = cache
         if inputs_embeds is None:
             self._check_token_ranges(input_ids, audio_codes)
             inputs_embeds = self.embed_inputs(input_ids, audio_codes)
@@ -634,8 +629,8 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         )
 
         # Positions whose next token is a labelled semantic token predict that frame's codebooks.
-        is_frame = (targets >= self.config.semantic_start_token_id) & (
-            targets <= self.config.semantic_end_token_id
+        is_frame = semantic_token_mask(
+            targets, self.config.semantic_start_token_id, self.config.semantic_end_token_id
         )
         num_codebooks, codebook_size = self.config.num_codebooks, self.config.codebook_size
         if not is_frame.any():
@@ -650,81 +645,3 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         fast_logits = self.audio_decoder(frame_hidden, frame_codes)
         fast_loss = F.cross_entropy(fast_logits.flatten(0, 1).float(), frame_codes.flatten())
         return slow_loss + fast_loss, fast_logits
-
-
-def _local_checkpoint_dir(name_or_path: str | os.PathLike, subfolder: str) -> Path | None:
-    path = Path(name_or_path) / subfolder
-    return path if path.is_dir() else None
-
-
-def _check_safetensors_files(directory: Path) -> dict[str, str]:
-    """Open every safetensors file of a local checkpoint before loading, so a truncated or missing shard is
-    reported by name. Returns ``{tensor key: file name}`` for later error messages."""
-    index_path = directory / "model.safetensors.index.json"
-    if index_path.is_file():
-        try:
-            weight_map = json.loads(index_path.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise FishS2CheckpointError(f"{index_path} is not a valid safetensors index ({err!r})") from err
-        files = sorted(set(weight_map.values()))
-        for file in files:
-            if not (directory / file).is_file():
-                raise FishS2CheckpointError(
-                    f"{directory / file} is listed in {index_path.name} but does not exist"
-                )
-    elif (directory / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    else:
-        return {}
-    key_to_file = {}
-    for file in files:
-        try:
-            with safe_open(directory / file, framework="pt") as handle:
-                key_to_file.update(dict.fromkeys(handle.keys(), file))
-        except SafetensorError as err:
-            raise FishS2CheckpointError(
-                f"{directory / file} is not a readable safetensors file ({err}); it is probably truncated or "
-                "corrupted — download it again"
-            ) from err
-    return key_to_file
-
-
-def _raise_on_load_problems(
-    model_name: str,
-    checkpoint: str | os.PathLike,
-    loading_info: dict,
-    key_to_file: dict[str, str],
-    ignore_mismatched_sizes: bool,
-) -> None:
-    def listing(keys: list[str], describe) -> str:
-        shown = [f"    {describe(key)}" for key in keys[:20]]
-        if len(keys) > 20:
-            shown.append(f"    ... and {len(keys) - 20} more")
-        return "\n".join(shown)
-
-    def where(key: str) -> str:
-        return f" (in {key_to_file[key]})" if key in key_to_file else ""
-
-    problems = []
-    if missing := sorted(loading_info["missing_keys"]):
-        problems.append(f"  {len(missing)} tensor(s) missing from the checkpoint:\n" + listing(missing, str))
-    if unexpected := sorted(loading_info["unexpected_keys"]):
-        problems.append(
-            f"  {len(unexpected)} unexpected tensor(s) the model has no place for:\n"
-            + listing(unexpected, lambda k: k + where(k))
-        )
-    mismatched = sorted(loading_info["mismatched_keys"])
-    if mismatched and not ignore_mismatched_sizes:
-        shapes = {key: (list(ckpt), list(model)) for key, ckpt, model in mismatched}
-        problems.append(
-            f"  {len(mismatched)} tensor(s) with the wrong shape:\n"
-            + listing(
-                list(shapes),
-                lambda k: f"{k}{where(k)}: checkpoint {shapes[k][0]}, model expects {shapes[k][1]}",
-            )
-        )
-    if problems:
-        raise FishS2CheckpointError(
-            f"Checkpoint {checkpoint} does not match {model_name} (is config.json from the same checkpoint?):\n"
-            + "\n".join(problems)
-        )

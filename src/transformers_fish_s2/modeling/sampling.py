@@ -1,4 +1,4 @@
-"""The reference sampler of Fish Audio S2 (SPEC §4.1.4), batched over rows.
+"""The reference sampler of Fish Audio S2 (docs/reference-behaviour.md, sampling order), batched over rows.
 
 It differs from transformers' logits processors on purpose, so that a seeded run reproduces the
 authors' draws bit for bit:
@@ -32,13 +32,19 @@ if TYPE_CHECKING:
     from .configuration_fish_s2 import FishS2Config
 
 
+def semantic_token_mask(tokens: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """Where ``tokens`` are ``<|semantic:k|>`` ids (the inclusive range ``start … end``)."""
+    return (tokens >= start) & (tokens <= end)
+
+
 def logits_to_probs(
     logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor
 ) -> torch.Tensor:
     """Filtered, tempered probabilities over the last dim of ``logits [..., V]``.
 
     ``top_k`` is an integer tensor (``V`` disables it); ``temperature``/``top_p`` are tensors in the logits'
-    dtype; each is 0-d or ``[B, 1]`` (one per row of ``logits [B, V]``). Masking decisions use the untempered softmax, see the module docstring.
+    dtype; each is 0-d or ``[B, 1]`` (one per row of ``logits [B, V]``). Masking decisions use the
+    untempered softmax, see the module docstring.
     """
     sorted_logits, sorted_indices = torch.sort(logits, dim=-1, descending=True)
     cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
@@ -207,7 +213,7 @@ class FishS2Sampler:
         self.use_repetition_penalty = other.use_repetition_penalty
 
     def is_semantic(self, tokens: torch.Tensor) -> torch.Tensor:
-        return (tokens >= self.semantic_start_token_id) & (tokens <= self.semantic_end_token_id)
+        return semantic_token_mask(tokens, self.semantic_start_token_id, self.semantic_end_token_id)
 
     def sample_semantic_token(
         self,

@@ -2,9 +2,9 @@
 encode reference voices once, write waveforms in the format the file name asks for.
 
 The reference reads with torchaudio, averages the channels and resamples with a sinc resampler before
-``codec.encode`` (SPEC §6.5); we do the same with soundfile and soxr (no torchaudio dependency). Encoded
+``codec.encode``; we do the same with soundfile and soxr (no torchaudio dependency). Encoded
 references are cached by content hash because reusing one voice for many requests is the common case
-(the reference server does the same, SPEC §7.2 ``use_memory_cache``).
+(the reference server caches them too).
 """
 
 from __future__ import annotations

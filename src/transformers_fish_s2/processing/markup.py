@@ -1,10 +1,10 @@
 """The text markup S2 understands: speaker turns, inline [tags], reserved tokens, chunking.
 
-To the model all of this is plain text (``<|speaker:N|>`` is ordinary BPE, SPEC §5.3). The processor
+To the model all of this is plain text (``<|speaker:N|>`` is ordinary BPE). The processor
 still has to understand it, for three reasons:
 
 * long dialogue is generated chunk by chunk, and the chunks must be cut exactly where the authors'
-  ``generate_long`` cuts them (SPEC §4.1.5) or the prompts differ from the reference;
+  ``generate_long`` cuts them (docs/reference-behaviour.md) or the prompts differ from the reference;
 * a reserved token such as ``<|im_end|>`` in user text would be tokenised as the real control token
   and could forge prompt structure, so it is rejected unless the caller opts in;
 * users want to see which speakers and inline instructions (``[whisper]``) a text uses.
@@ -160,7 +160,7 @@ def group_turns(
 def chunk_text(
     text: str, *, chunk_length: int = DEFAULT_CHUNK_LENGTH, max_turns: int = DEFAULT_MAX_TURNS
 ) -> list[str]:
-    """The user messages the reference generates ``text`` in, one per chunk (SPEC §4.1.5)."""
+    """The user messages the reference generates ``text`` in, one per chunk (docs/reference-behaviour.md)."""
     markup = parse_markup(text)
     if not markup.turns:
         return [text]

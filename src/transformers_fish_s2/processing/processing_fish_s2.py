@@ -1,4 +1,4 @@
-"""``FishS2Processor``: tokenizer + markup + chat prompt + codec (DESIGN D2).
+"""``FishS2Processor``: tokenizer + markup + chat prompt + codec (the model itself only sees ids and codes).
 
 Text and reference voices go in, model inputs come out (``input_ids``, ``audio_codes``,
 ``attention_mask``); generated codes go in, 44.1 kHz waveforms come out. The model itself never sees
@@ -21,6 +21,7 @@ from transformers import AutoTokenizer, BatchFeature, ProcessorMixin
 from transformers.utils import cached_file
 
 from ..codec import FishS2CodecModel
+from ..validation import HUB_KWARGS
 from . import audio as audio_io
 from .markup import DEFAULT_CHUNK_LENGTH, DEFAULT_MAX_TURNS, Markup, parse_markup, validate_text
 from .markup import chunk_text as split_into_chunks
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 CODEC_SUBFOLDER = "codec"
 OFFICIAL_CODEC_FILE = "codec.pth"
-_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "proxies", "subfolder")
+_HUB_KWARGS = (*HUB_KWARGS, "subfolder")
 _REFERENCE_KEYS = frozenset({"text", "audio", "codes", "sampling_rate"})
 
 Reference = dict[str, Any]
@@ -194,7 +195,8 @@ class FishS2Processor(ProcessorMixin):
     def chunk_text(
         self, text: str, *, chunk_length: int | None = None, max_turns: int = DEFAULT_MAX_TURNS
     ) -> list[str]:
-        """Split ``text`` into the chunks the reference generates one after the other (SPEC §4.1.5).
+        """Split ``text`` into the chunks the reference generates one after the other (long text in
+        docs/reference-behaviour.md).
 
         No speaker tags: one chunk. Otherwise speaker turns grouped into chunks of at most ``max_turns``
         turns and ``chunk_length`` UTF-8 bytes (default ``self.chunk_length``). Text before the first speaker
@@ -349,7 +351,7 @@ class FishS2Processor(ProcessorMixin):
         optional per-row frame
         ``lengths`` (returns a list), or a generation output with ``sequences`` and ``lengths``. Residual
         codes beyond the codec's codebooks (the model's fast AR is not masked to them) are clamped to the
-        last entry, as in the reference (SPEC §9.7). Returns torch tensors on the CPU, or numpy arrays with
+        last entry, as in the reference. Returns torch tensors on the CPU, or numpy arrays with
         ``return_tensors="np"``.
         """
         if hasattr(audio_codes, "sequences"):

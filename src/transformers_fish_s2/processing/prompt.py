@@ -1,4 +1,4 @@
-"""The authors' chat prompt (SPEC §5.2) as token ids plus codebook rows.
+"""The authors' chat prompt (docs/reference-behaviour.md, prompt format) as token ids plus codebook rows.
 
 A prompt is a list of *parts*: strings, each tokenised on its own (BPE merges never cross a part
 boundary — the reference does this and token-exact prompts depend on it), and code blocks
@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..validation import is_integer_tensor
 from .markup import SPEAKER_TAG, ReservedTokens, parse_markup, user_message_text, validate_text
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class PromptEncoder:
             raise TypeError(
                 f"{name} must be an integer tensor [{self.num_codebooks}, T], got {type(codes).__name__}"
             )
-        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        if not is_integer_tensor(codes):
             raise TypeError(f"{name} must be an integer tensor, got dtype {codes.dtype}")
         min_frames = 0 if allow_empty else 1
         if codes.ndim != 2 or codes.shape[0] != self.num_codebooks or codes.shape[1] < min_frames:
@@ -143,7 +144,8 @@ class PromptEncoder:
 
 
 class FishS2Conversation:
-    """The running conversation of a multi-chunk (long text or multi-turn) generation, SPEC §4.1.5.
+    """The running conversation of a multi-chunk (long text or multi-turn) generation (see long text in
+    docs/reference-behaviour.md).
 
     It holds the system message (with the reference voices) and the history of user texts with the
     codes generated for them, so that chunk k is generated conditioned on the text and audio of chunks
@@ -200,7 +202,7 @@ class FishS2Conversation:
         """Record that ``codes [num_codebooks, N]`` were generated for ``text`` (the ``prompt_for`` text)."""
         user_text = self._user_text(text)
         # Residual codes are checked against the model's range, not the codec's: the reference keeps the
-        # fast AR's unmasked outputs in the history (SPEC §9.7).
+        # fast AR's unmasked outputs in the history (its head is 4096-way for every codebook).
         codes = self.encoder.check_codes(codes, name="codes", allow_empty=True)
         self._history.append((user_text, codes))
 
