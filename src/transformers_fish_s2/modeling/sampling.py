@@ -87,9 +87,13 @@ class FishS2Sampler:
     ``repetition_penalty`` is fp32. The compiled frame step reads them as tensors, so changing any value between
     calls (or per row) does not recompile; only ``do_sample`` and switching the repetition penalty on or off
     for the whole batch (``use_repetition_penalty``) change the graph.
+
+    ``do_sample`` may also be a ``[B]`` bool tensor (a batch mixing greedy and sampled rows, as the serving
+    engine runs): every row is then drawn and the rows where it is False keep their argmax, exactly what they
+    get alone with ``do_sample=False``.
     """
 
-    do_sample: bool
+    do_sample: bool | torch.Tensor
     use_repetition_penalty: bool
     temperature: torch.Tensor
     top_p: torch.Tensor
@@ -230,7 +234,7 @@ class FishS2Sampler:
         if self.use_repetition_penalty:
             logits = apply_repetition_penalty(logits, recent, self.repetition_penalty)
         biased = logits + self.logit_bias
-        if not self.do_sample:
+        if self.do_sample is False:
             return torch.argmax(biased, dim=-1)
         normal = exponential_race(
             logits_to_probs(biased, self.temperature, self.top_p, self.top_k), uniform_normal
@@ -239,10 +243,17 @@ class FishS2Sampler:
             logits_to_probs(biased, self.ras_temperature, self.ras_top_p, self.top_k), uniform_ras
         )
         repeated = (recent == normal[:, None]).any(dim=-1) & self.is_semantic(normal)
-        return torch.where(repeated, fallback, normal)
+        return self._greedy_rows(torch.where(repeated, fallback, normal), biased)
 
     def sample_code(self, logits: torch.Tensor, uniform: torch.Tensor | None) -> torch.Tensor:
         """Residual code per row from fast logits ``[B, codebook_size]`` (no mask, no RAS)."""
-        if not self.do_sample:
+        if self.do_sample is False:
             return torch.argmax(logits, dim=-1)
-        return exponential_race(logits_to_probs(logits, self.temperature, self.top_p, self.top_k), uniform)
+        drawn = exponential_race(logits_to_probs(logits, self.temperature, self.top_p, self.top_k), uniform)
+        return self._greedy_rows(drawn, logits)
+
+    def _greedy_rows(self, drawn: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``drawn``, with the argmax of ``logits`` where a per-row ``do_sample`` is False."""
+        if isinstance(self.do_sample, torch.Tensor):
+            return torch.where(self.do_sample, drawn, torch.argmax(logits, dim=-1))
+        return drawn
