@@ -66,10 +66,13 @@ def full_config() -> FishS2Config:
 CONFIGS = {"tiny": tiny_config, "small": small_config, "full": full_config}
 
 
-def build_model(name: str, device: torch.device, dtype: torch.dtype) -> FishS2ForConditionalGeneration:
+def build_model(
+    name: str, device: torch.device, dtype: torch.dtype, config: FishS2Config | None = None
+) -> FishS2ForConditionalGeneration:
+    """Random weights for config ``name`` (or ``config``), seeded; the ``<|im_end|>`` logit pinned to zero."""
     torch.manual_seed(0)
     with torch.device(device):
-        model = FishS2ForConditionalGeneration._from_config(CONFIGS[name](), dtype=dtype).eval()
+        model = FishS2ForConditionalGeneration._from_config(config or CONFIGS[name](), dtype=dtype).eval()
     with (
         torch.no_grad()
     ):  # tied head: a zero <|im_end|> row gives it logit 0, never in the top of ~1000 semantic ids
