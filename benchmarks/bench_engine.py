@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import CONFIGS, build_model, synchronize  # noqa: E402
 
 from transformers_fish_s2 import FishS2Processor  # noqa: E402
-from transformers_fish_s2.modeling.codec import FishS2CodecConfig, FishS2CodecModel  # noqa: E402
+from transformers_fish_s2.codec import FishS2CodecConfig, FishS2CodecModel  # noqa: E402
 from transformers_fish_s2.serving import FishS2Engine, SpeechRequest  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "s2-tiny-a"
