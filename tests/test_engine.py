@@ -193,6 +193,38 @@ def test_async_iteration_and_result(engine, model, processor):
     assert torch.equal(result.codes, solo_codes(model, processor, req))
 
 
+def test_a_cancelled_asyncio_consumer_cancels_its_request(engine):
+    async def consume(handle):
+        async for _ in handle:
+            pass
+
+    async def main():
+        handle = engine.submit(
+            request("case3_dialogue", 5, do_sample=False, max_new_tokens=400, chunk_frames=1)
+        )
+        task = asyncio.create_task(consume(handle))
+        while handle.status != "running":
+            await asyncio.sleep(0.01)
+        task.cancel()  # what a server does when its client disconnects
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(RequestCancelledError):
+            await handle.aresult()
+
+    asyncio.run(main())
+    wait_until(lambda: engine.metrics().active_rows == 0)
+
+
+def test_audio_can_be_streamed_after_the_result(engine, processor):
+    handle = engine.submit(
+        request("case2_clone", 6, do_sample=False, output="audio", max_new_tokens=4, first_chunk_frames=2)
+    )
+    result = handle.result(timeout=120)
+    chunks = list(handle)  # decoded now, by the audio thread
+    assert sum(len(c) for c in chunks) == 2048 * result.frames
+    np.testing.assert_allclose(np.concatenate(chunks), result.audio, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Cancellation, admission, errors
 # ---------------------------------------------------------------------------------------------------------
