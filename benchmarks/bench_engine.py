@@ -40,7 +40,7 @@ from transformers import AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import CONFIGS, build_model, synchronize  # noqa: E402
+from bench_generate import CONFIGS, build_model, synchronize, timed_generate  # noqa: E402
 
 from transformers_fish_s2 import FishS2Processor  # noqa: E402
 from transformers_fish_s2.codec import FishS2CodecConfig, FishS2CodecModel  # noqa: E402
@@ -103,7 +103,7 @@ def arrival_times(kind: str, count: int, mean_gap: float, seed: int) -> list[flo
 
 
 class _FrameClock(BaseStreamer):
-    """Notes when the n-th frame of a batch-1 generate() exists."""
+    """Notes when the n-th frame of a batch-1 generate() exists (or the last, if there are fewer)."""
 
     def __init__(self, n: int):
         self.n, self.seen, self.at = n, 0, None
@@ -114,7 +114,8 @@ class _FrameClock(BaseStreamer):
             self.at = time.perf_counter()
 
     def end(self):
-        pass
+        if self.at is None:
+            self.at = time.perf_counter()
 
 
 def prompt_of(processor, requests):
@@ -144,33 +145,21 @@ def run_static(model, processor, requests, arrivals, first_chunk: int, device):
     """Batches of whatever has arrived when the previous batch ends; TTFA from the batch's measured
     prefill and mean step time."""
     start, ttfa, frames, done = time.perf_counter(), [], 0, 0
-    prefill_times = []
-    original = model._prefill_frame
-
-    def timed_prefill(*args, **kwargs):
+    while done < len(requests):
+        wait_until(start, arrivals[done])
+        now = time.perf_counter() - start
+        batch = [i for i in range(done, len(requests)) if arrivals[i] <= now]
+        inputs = prompt_of(processor, [requests[i] for i in batch]).to(device)
+        prompt = (inputs["input_ids"], inputs["audio_codes"], inputs["attention_mask"])
         began = time.perf_counter()
-        original(*args, **kwargs)
-        synchronize(device)
-        prefill_times.append(time.perf_counter() - began)
-
-    model._prefill_frame = timed_prefill
-    try:
-        while done < len(requests):
-            wait_until(start, arrivals[done])
-            now = time.perf_counter() - start
-            batch = [i for i in range(done, len(requests)) if arrivals[i] <= now]
-            began = time.perf_counter()
-            out = model.generate(**prompt_of(processor, [requests[i] for i in batch]).to(device),
-                                 do_sample=False, max_new_tokens=requests[0].max_new_tokens)  # fmt: skip
-            synchronize(device)
-            total, prefill = time.perf_counter() - began, prefill_times[-1]
-            step = (total - prefill) / max(requests[0].max_new_tokens - 1, 1)
-            first = began + prefill + (first_chunk - 1) * step
-            ttfa += [first - (start + arrivals[i]) for i in batch]
-            frames += int(out.lengths.sum())
-            done += len(batch)
-    finally:
-        del model._prefill_frame
+        total, prefill, lengths = timed_generate(
+            model, prompt, device, do_sample=False, max_new_tokens=requests[0].max_new_tokens
+        )
+        step = (total - prefill) / max(requests[0].max_new_tokens - 1, 1)
+        first = began + prefill + (first_chunk - 1) * step
+        ttfa += [first - (start + arrivals[i]) for i in batch]
+        frames += int(lengths.sum())
+        done += len(batch)
     return frames / (time.perf_counter() - start), ttfa
 
 
