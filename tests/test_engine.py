@@ -316,8 +316,8 @@ def test_submit_refuses_what_is_not_a_request(engine):
 
 def test_an_exception_in_the_decode_thread_fails_only_the_affected_requests(model, processor):
     with FishS2Engine(model, processor, max_batch_size=2) as engine:
-        decoder = engine._decoder
-        real_step, real_prefill = decoder.step, decoder.prefill
+        session = engine._session
+        real_step, real_prefill = session.step, session.prefill
         boom = {"step": 1, "prefill": 1}
 
         def failing_step():
@@ -332,14 +332,14 @@ def test_an_exception_in_the_decode_thread_fails_only_the_affected_requests(mode
                 raise RuntimeError("injected prefill failure")
             return real_prefill(slot, input_ids, *args)
 
-        decoder.step = failing_step
+        session.step = failing_step
         in_step = engine.submit(request("case2_clone", 1, max_new_tokens=5))
         with pytest.raises(RequestFailedError, match="injected step failure"):
             in_step.result(timeout=120)
 
         victim = request("case1_plain", 2, max_new_tokens=5)
         prefill_length = len(processor(victim.text)["input_ids"][0])
-        decoder.prefill = failing_prefill
+        session.prefill = failing_prefill
         bystander = request("case2_clone", 3, max_new_tokens=5)
         handles = [engine.submit(victim), engine.submit(bystander)]
         with pytest.raises(RequestFailedError, match="injected prefill failure") as info:
