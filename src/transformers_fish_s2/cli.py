@@ -7,6 +7,7 @@
     fish-s2 speak "Hi" --reference-audio me.codes.safetensors -o clone.wav
     fish-s2 decode me.codes.safetensors -o me.decoded.wav
     fish-s2 memory --quantization none --quantization 4bit
+    fish-s2 serve --model ./s2-pro --port 8000                 # HTTP speech server (see docs/server.md)
     fish-s2 eval --help
 
 Heavy imports happen inside the commands. User mistakes (bad arguments, missing files, an unreachable Hub)
@@ -205,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--batch-size", type=int, default=1)
     memory.add_argument("--codec", choices=("full", "decoder", "none"), default="full")
     memory.set_defaults(run=_memory)
+
+    from .serving_cli import add_commands as add_serving_commands
+
+    add_serving_commands(commands)  # serve, voices
 
     # `fish-s2 eval ...` is handed to the evaluation runner before parsing; listed here for --help.
     commands.add_parser(
