@@ -7,6 +7,7 @@
     fish-s2 speak "Hi" --reference-audio me.codes.safetensors -o clone.wav
     fish-s2 decode me.codes.safetensors -o me.decoded.wav
     fish-s2 memory --quantization none --quantization 4bit
+    fish-s2 finetune --data my_voice/ --out my_voice_lora/   # LoRA adapter from clips + .lab transcripts
     fish-s2 eval --help
 
 Heavy imports happen inside the commands. User mistakes (bad arguments, missing files, an unreachable Hub)
@@ -205,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--batch-size", type=int, default=1)
     memory.add_argument("--codec", choices=("full", "decoder", "none"), default="full")
     memory.set_defaults(run=_memory)
+
+    from .cli_finetune import add_finetune_parser
+
+    add_finetune_parser(commands, AUDIO_EXTENSIONS)
 
     # `fish-s2 eval ...` is handed to the evaluation runner before parsing; listed here for --help.
     commands.add_parser(
