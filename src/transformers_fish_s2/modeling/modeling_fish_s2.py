@@ -66,6 +66,7 @@ class FishS2Output(ModelOutput):
             renamed the output field to ``cache``).
         fast_logits: teacher-forced fast-AR logits ``[n_frames, num_codebooks, codebook_size]`` for the labelled
             semantic frames (only with ``labels``).
+        slow_loss, fast_loss: the two terms of ``loss`` (only with ``labels``), for logging them apart.
     """
 
     loss: torch.FloatTensor | None = None
@@ -73,6 +74,8 @@ class FishS2Output(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     cache: Cache | None = None
     fast_logits: torch.FloatTensor | None = None
+    slow_loss: torch.FloatTensor | None = None
+    fast_loss: torch.FloatTensor | None = None
 
     @property
     def past_key_values(self) -> Cache | None:
@@ -612,11 +615,12 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         kept_hidden = hidden_states[:, keep]
         logits = self.text_model.compute_logits(kept_hidden)
 
-        loss = fast_logits = None
+        loss = fast_logits = slow_loss = fast_loss = None
         if labels is not None:
             if kept_hidden.shape[1] != hidden_states.shape[1]:
                 raise ValueError("`labels` needs logits for every position: leave `logits_to_keep` at 0.")
-            loss, fast_logits = self._training_loss(hidden_states, logits, labels, audio_codes)
+            slow_loss, fast_loss, fast_logits = self._training_loss(hidden_states, logits, labels, audio_codes)
+            loss = slow_loss + fast_loss
 
         return FishS2Output(
             loss=loss,
@@ -624,6 +628,8 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
             last_hidden_state=kept_hidden,
             cache=past_key_values if use_cache else None,
             fast_logits=fast_logits,
+            slow_loss=slow_loss,
+            fast_loss=fast_loss,
         )
 
     def _check_token_ranges(self, input_ids: torch.LongTensor, audio_codes: torch.LongTensor | None) -> None:
@@ -648,7 +654,8 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         logits: torch.Tensor,
         labels: torch.LongTensor,
         audio_codes: torch.LongTensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Slow cross-entropy, fast cross-entropy (0 without labelled frames) and the fast logits."""
         if labels.shape != hidden_states.shape[:2]:
             raise ValueError(
                 f"labels must be [batch, seq_len] = {tuple(hidden_states.shape[:2])}, got {tuple(labels.shape)}"
@@ -665,7 +672,7 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         num_codebooks, codebook_size = self.config.num_codebooks, self.config.codebook_size
         if not is_frame.any():
             empty = logits.new_zeros(0, num_codebooks, codebook_size)
-            return slow_loss, empty
+            return slow_loss, slow_loss.new_zeros(()), empty
         if audio_codes is None:
             raise ValueError(
                 "labels contain semantic tokens: pass the frames' `audio_codes` for the fast-AR loss."
@@ -674,4 +681,4 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         frame_codes = audio_codes[:, :, 1:].transpose(1, 2)[is_frame]
         fast_logits = self.audio_decoder(frame_hidden, frame_codes)
         fast_loss = F.cross_entropy(fast_logits.flatten(0, 1).float(), frame_codes.flatten())
-        return slow_loss + fast_loss, fast_logits
+        return slow_loss, fast_loss, fast_logits
