@@ -467,6 +467,18 @@ class FishS2FastTransformer(FishS2PreTrainedModel):
         return self.norm(hidden_states)
 
 
+def _is_column_major(weight: torch.Tensor) -> bool:
+    return not weight.is_contiguous() and weight.t().is_contiguous()
+
+
+def _row_major_state_dict(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """State-dict hook: a weight kept column-major for CPU decoding is returned as an ordinary row-major copy
+    (``keep_vars=True`` still returns the parameters themselves)."""
+    for key, value in state_dict.items():
+        if type(value) is torch.Tensor and _is_column_major(value):
+            state_dict[key] = value.contiguous()
+
+
 class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixin):
     """Fish Audio S2 Dual-AR text-to-speech model (slow AR over tokens + fast AR over codebooks).
 
@@ -474,28 +486,46 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
     (zeros at text positions), as built by ``FishS2Processor``.
     """
 
+    cpu_weight_layout: bool = True
+    """Let a decode session on the CPU lay fp32 linear weights out column-major (:meth:`optimize_for_cpu_decoding`);
+    set to False on a model to keep them row-major."""
+
     def __init__(self, config: FishS2Config):
         super().__init__(config)
         self.text_model = FishS2TextModel(config.text_config)
         self.audio_decoder = FishS2FastTransformer(config.audio_decoder_config)
         self.post_init()
+        self.register_state_dict_post_hook(_row_major_state_dict)
 
-    def optimize_for_cpu_decoding(self) -> FishS2ForConditionalGeneration:
-        """Store every plain ``nn.Linear`` weight column-major (returns ``self``; call once, after loading).
+    def optimize_for_cpu_decoding(self, enable: bool = True) -> FishS2ForConditionalGeneration:
+        """Store every plain fp32 ``nn.Linear`` weight column-major (``enable=False``: row-major again); returns
+        ``self``.
 
         Decoding multiplies one row per layer by each weight, which is bound by how fast the weights are read:
-        MKL's single-row product reads a ``[out, in]`` weight laid out as its transpose (``W.t().contiguous().t()``)
-        faster than the row-major one (``benchmarks/bench_generate.py --cpu-layout`` measures the decode).
-        Shapes, values, parameter objects and state-dict keys stay the same, no memory is added (one layer's
-        weight is copied at a time), and ``save_pretrained`` still writes ordinary row-major tensors. Quantized
-        linears, embeddings and the tied output head are left as they are. Numerically the product may round
-        differently in the last bit; a GPU gains nothing from it.
+        MKL's single-row fp32 product reads a ``[out, in]`` weight laid out as its transpose
+        (``W.t().contiguous().t()``) faster than the row-major one. The decode session calls this when it is
+        prepared on the CPU in fp32 (off switch: ``model.cpu_weight_layout = False``), and
+        ``train()`` restores row-major. Shapes, values, parameter objects and state-dict keys stay the same, no
+        memory is added (one weight is copied at a time), and ``state_dict``/``save_pretrained`` give ordinary
+        row-major tensors. bf16 weights, quantized linears, embeddings and the tied output head are left as they
+        are (bf16 products are not faster in this layout). Numerically the product may round differently in the
+        last bit; a GPU gains nothing from it.
         """
         for module in self.modules():
             weight = module.weight if type(module) is nn.Linear else None
-            if type(weight) is nn.Parameter and weight.is_floating_point() and weight.is_contiguous():
+            if type(weight) is not nn.Parameter or weight.dtype != torch.float32 or weight.dim() != 2:
+                continue
+            if enable and weight.is_contiguous() and not weight.t().is_contiguous():
                 weight.data = weight.data.t().contiguous().t()
+            elif not enable and _is_column_major(weight):
+                weight.data = weight.data.contiguous()
         return self
+
+    def train(self, mode: bool = True) -> FishS2ForConditionalGeneration:
+        """``nn.Module.train``; training mode also puts the weights back in their ordinary row-major layout."""
+        if mode:
+            self.optimize_for_cpu_decoding(enable=False)
+        return super().train(mode)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.text_model.model.embeddings
