@@ -7,6 +7,7 @@
     fish-s2 speak "Hi" --reference-audio me.codes.safetensors -o clone.wav
     fish-s2 decode me.codes.safetensors -o me.decoded.wav
     fish-s2 memory --quantization none --quantization 4bit
+    fish-s2 finetune --data my_voice/ --out my_voice_lora/   # LoRA adapter from clips + .lab transcripts
     fish-s2 serve --model ./s2-pro --port 8000                 # HTTP speech server (see docs/server.md)
     fish-s2 eval --help
 
@@ -207,9 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--codec", choices=("full", "decoder", "none"), default="full")
     memory.set_defaults(run=_memory)
 
-    from .serving_cli import add_commands as add_serving_commands
+    from .cli_finetune import add_finetune_parser
 
-    add_serving_commands(commands)  # serve, voices
+    add_finetune_parser(commands, AUDIO_EXTENSIONS)
+
+    from .cli_serve import add_serve_parsers
+
+    add_serve_parsers(commands)  # serve, voices
 
     # `fish-s2 eval ...` is handed to the evaluation runner before parsing; listed here for --help.
     commands.add_parser(

@@ -19,7 +19,7 @@ from .cli import CLIError, _add_model_options, _load
 API_KEY_ENV = "FISH_S2_API_KEY"
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
+def add_serve_parsers(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve", help="run the OpenAI- and fish-speech-compatible speech server", description=_serve.__doc__
     )
