@@ -7,6 +7,7 @@
     fish-s2 speak "Hi" --reference-audio me.codes.safetensors -o clone.wav
     fish-s2 decode me.codes.safetensors -o me.decoded.wav
     fish-s2 memory --quantization none --quantization 4bit
+    fish-s2 synthesize lines.jsonl -o corpus/ --voice alice=alice.codes.safetensors   # a dataset of many texts
     fish-s2 eval --help
 
 Heavy imports happen inside the commands. User mistakes (bad arguments, missing files, an unreachable Hub)
@@ -205,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--batch-size", type=int, default=1)
     memory.add_argument("--codec", choices=("full", "decoder", "none"), default="full")
     memory.set_defaults(run=_memory)
+
+    from .synthesis.cli import add_synthesize_parser
+
+    add_synthesize_parser(commands)
 
     # `fish-s2 eval ...` is handed to the evaluation runner before parsing; listed here for --help.
     commands.add_parser(
