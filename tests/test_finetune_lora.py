@@ -16,16 +16,18 @@ import hashlib
 import json
 import re
 
+import datasets
 import pytest
 import soundfile
 import torch
 from conftest import EXPECTED, TINY
 from peft import PeftModel
 from safetensors.torch import load_file
+from test_examples import load_example
 
 from transformers_fish_s2 import FishS2ForConditionalGeneration
 from transformers_fish_s2.cli import main
-from transformers_fish_s2.training import prepare_examples
+from transformers_fish_s2.training import DatasetMapper, prepare_examples
 from transformers_fish_s2.training.lora import LORA_TARGETS, lora_config
 from transformers_fish_s2.training.trainer import finetune, save_adapter, training_arguments
 
@@ -99,6 +101,7 @@ def test_forty_steps_at_least_halve_the_training_loss(trained):
     assert losses[-1] <= 0.5 * losses[0], losses
     last = [entry for entry in trained["history"] if "loss" in entry][-1]
     assert last["slow_loss"] + last["fast_loss"] == pytest.approx(last["loss"], rel=1e-3)
+    assert trained["model"].base_model.model.text_model.model.layers[0].gradient_checkpointing
 
 
 def test_the_adapter_reproduces_the_clips_first_frames_better_than_the_base(trained, examples):
@@ -237,3 +240,39 @@ def test_cli_finetune_refuses_an_empty_folder(tmp_path, capsys):
     )
     assert status == 1
     assert "has no audio files" in capsys.readouterr().err
+
+
+def test_datasets_map_encodes_once_and_training_never_runs_the_codec(processor, clips, examples, tmp_path):
+    paths = []
+    for i, clip in enumerate(clips):
+        paths.append(str(tmp_path / f"clip{i}.wav"))
+        soundfile.write(paths[-1], clip, 44100)
+    raw = datasets.Dataset.from_dict({"text": TEXTS, "audio": paths})
+    train = raw.map(DatasetMapper(processor), remove_columns=raw.column_names)
+    for row, example in zip(train, examples):
+        assert all(torch.equal(torch.tensor(row[key]), value) for key, value in example.items())
+
+    def no_codec(*args, **kwargs):
+        raise AssertionError("the codec ran during training")
+
+    original = processor.codec.encode
+    processor.codec.encode = no_codec
+    try:
+        args = training_arguments(tmp_path / "t", max_steps=4, batch_size=1, disable_tqdm=True)  # 2 epochs
+        finetune(fresh_model(), processor, train, args)
+    finally:
+        processor.codec.encode = original
+
+
+def test_example_script_trains_saves_reloads_and_speaks(clips, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, (text, clip) in enumerate(zip(TEXTS, clips)):
+        soundfile.write(data / f"clip{i}.flac", clip, 44100)
+        (data / f"clip{i}.lab").write_text(text)
+    argv = ["--data", str(data), "--out", str(tmp_path / "out"), "--model", str(TINY), "--steps", "2"]
+    sample = load_example("finetune_lora.py").main([*argv, "--text", TEXTS[1], "--max-new-tokens", "4"])
+    audio, rate = soundfile.read(sample)
+    assert rate == 44100 and 0 < len(audio) <= 4 * 2048
+    assert (tmp_path / "out" / "encoded").is_dir() and (tmp_path / "out" / "adapter" / "README.md").is_file()
+    assert "wrote" in capsys.readouterr().out
