@@ -24,12 +24,14 @@ from conftest import EXPECTED, TINY
 from peft import PeftModel
 from safetensors.torch import load_file
 from test_examples import load_example
+from test_hub import LocalHub
 
 from transformers_fish_s2 import FishS2ForConditionalGeneration
 from transformers_fish_s2.cli import main
 from transformers_fish_s2.training import DatasetMapper, prepare_examples
+from transformers_fish_s2.training.adapter import save_adapter
 from transformers_fish_s2.training.lora import LORA_TARGETS, lora_config
-from transformers_fish_s2.training.trainer import finetune, save_adapter, training_arguments
+from transformers_fish_s2.training.trainer import finetune, training_arguments
 
 TEXTS = ["hello world", "a second clip"]
 SPANS = [(0, 30000), (40000, 80000)]
@@ -195,12 +197,15 @@ def test_qlora_on_a_4bit_bitsandbytes_base_trains_on_cpu(processor, examples, tm
     assert greedy_codes(adapted.eval(), processor, TEXTS[0]).shape[0] == 10
 
 
-def test_cli_finetune_writes_an_adapter(clips, tmp_path, capsys):
+@pytest.mark.parametrize("quantization", ["none", "4bit"])
+def test_cli_finetune_writes_and_pushes_an_adapter(quantization, clips, tmp_path, capsys, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     for i, (text, clip) in enumerate(zip(TEXTS, clips)):
         soundfile.write(data / f"clip{i}.wav", clip, 44100)
         (data / f"clip{i}.lab").write_text(text)
+    hub = LocalHub(tmp_path / "hub")
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda token=None: hub)
     out = tmp_path / "adapter"
     status = main(
         [
@@ -215,12 +220,20 @@ def test_cli_finetune_writes_an_adapter(clips, tmp_path, capsys):
             "3",
             "--device",
             "cpu",
+            "--quantization",
+            quantization,
+            "--push-to-hub",
+            "someone/voice-lora",
         ]
     )
     assert status == 0, capsys.readouterr().err
     assert (out / "adapter_model.safetensors").is_file()
-    assert f"base_model: {TINY}" in (out / "README.md").read_text()
-    reloaded = PeftModel.from_pretrained(fresh_model(), out)
+    card = (out / "README.md").read_text()
+    assert f"base_model: {TINY}" in card and 'from_pretrained(base, "someone/voice-lora")' in card
+    assert [call[0] for call in hub.calls] == ["create_repo", "upload_folder"]
+    remote = tmp_path / "hub" / "someone" / "voice-lora"
+    assert {p.name for p in remote.iterdir()} == {p.name for p in out.iterdir()}
+    reloaded = PeftModel.from_pretrained(fresh_model(), remote)
     assert any("lora_B" in name and p.abs().sum() > 0 for name, p in reloaded.named_parameters())
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -119,52 +118,3 @@ def finetune(
     trainer.train()
     peft_model.eval()
     return peft_model, trainer.state.log_history
-
-
-def save_adapter(peft_model: PeftModel, directory: str | os.PathLike, *, base_model: str) -> None:
-    """``save_pretrained`` of the adapter weights and config, plus a model card naming ``base_model`` (a Hub id or
-    folder): an adapter is useless without the exact base it was trained on."""
-    directory = Path(directory)
-    peft_model.save_pretrained(directory)
-    config = peft_model.peft_config["default"]
-    targets = (
-        config.target_modules if isinstance(config.target_modules, str) else sorted(config.target_modules)
-    )
-    (directory / "README.md").write_text(
-        MODEL_CARD.format(base_model=base_model, r=config.r, alpha=config.lora_alpha, targets=targets),
-        encoding="utf-8",
-    )
-
-
-MODEL_CARD = """---
-base_model: {base_model}
-library_name: peft
-pipeline_tag: text-to-speech
-tags:
-- fish-s2
-- lora
-- text-to-speech
----
-
-# LoRA adapter for {base_model}
-
-A LoRA adapter (rank {r}, alpha {alpha}) for the Fish Audio S2 text-to-speech model `{base_model}`, trained
-with `transformers-fish-s2` (`fish-s2 finetune`). It only works on top of that base model.
-
-Targets: `{targets}`
-
-```python
-import transformers_fish_s2
-from peft import PeftModel
-from transformers import AutoModelForTextToWaveform, AutoProcessor
-
-base = AutoModelForTextToWaveform.from_pretrained("{base_model}")
-model = PeftModel.from_pretrained(base, "<this adapter>")
-processor = AutoProcessor.from_pretrained("{base_model}")
-inputs = processor(text="Hello!")
-codes = model.generate(**inputs)
-audio = processor.decode(codes)
-```
-
-The base model's license (Fish Audio Research License) applies to its use with this adapter.
-"""
