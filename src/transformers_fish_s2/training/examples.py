@@ -133,13 +133,13 @@ def prepare_examples(
         )
     if not texts:
         raise ValueError("the training set is empty: give at least one (transcript, clip) pair")
+    encode = ClipEncoder(processor)
     reserved = processor.prompt_encoder.reserved
     for i, text in enumerate(texts):
         validate_text(text, name=f"texts[{i}]", reserved=reserved, allow_control_tokens=allow_control_tokens)
     waveforms = [
         load_clip(processor, audio, sampling_rate, name=f"audios[{i}]") for i, audio in enumerate(audios)
     ]
-    encode = ClipEncoder(processor)
     examples = []
     for i, (text, waveform) in enumerate(zip(texts, waveforms)):
         try:
