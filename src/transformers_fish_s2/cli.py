@@ -9,6 +9,7 @@
     fish-s2 memory --quantization none --quantization 4bit
     fish-s2 finetune --data my_voice/ --out my_voice_lora/   # LoRA adapter from clips + .lab transcripts
     fish-s2 synthesize lines.jsonl -o corpus/ --voice alice=alice.codes.safetensors   # a dataset of many texts
+    fish-s2 serve --model ./s2-pro --port 8000                 # HTTP speech server (see docs/server.md)
     fish-s2 eval --help
 
 Heavy imports happen inside the commands. User mistakes (bad arguments, missing files, an unreachable Hub)
@@ -215,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .synthesis.cli import add_synthesize_parser
 
     add_synthesize_parser(commands)
+
+    from .cli_serve import add_serve_parsers
+
+    add_serve_parsers(commands)  # serve, voices
 
     # `fish-s2 eval ...` is handed to the evaluation runner before parsing; listed here for --help.
     commands.add_parser(
