@@ -82,7 +82,8 @@ def run_finetune(args: argparse.Namespace) -> None:
     from .training.lora import lora_config
     from .training.trainer import finetune, training_arguments
 
-    examples = prepare_examples(processor, texts, [str(clip) for clip in clips])
+    names = [str(clip.relative_to(args.data)) for clip in clips]
+    examples = prepare_examples(processor, texts, [str(clip) for clip in clips], names=names)
     transformers.set_seed(args.seed)
     arguments = training_arguments(
         args.out,

@@ -96,6 +96,7 @@ def finetune(
 ) -> tuple[PeftModel, list[dict[str, float]]]:
     """Wrap ``model`` with LoRA (default :func:`~.lora.lora_config`), train it and return the adapted model and
     the Trainer's log history. ``train_dataset`` holds training examples (a list or a ``datasets.Dataset``).
+    The adapters are injected into ``model`` itself (peft's way); its base weights are not changed.
 
     A quantized (QLoRA) base first goes through ``peft.prepare_model_for_kbit_training``, which keeps its
     unquantized parameters in fp32 so the adapters' gradients are not computed through bf16 norms.
