@@ -20,7 +20,7 @@ a constant on top, printed once). ``join`` measures one request arriving at an e
 ratios within one run, not absolute numbers across runs.
 
     .venv/bin/python benchmarks/bench_engine.py --threads 1
-    .venv/bin/python benchmarks/bench_engine.py --concurrency 1 8 --arrivals burst --cpu-layout
+    .venv/bin/python benchmarks/bench_engine.py --concurrency 1 8 --arrivals burst
     .venv/bin/python benchmarks/bench_engine.py --device cuda --dtype bfloat16 --config full --concurrency 1 8 32
 """
 
@@ -224,7 +224,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on CUDA")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--cpu-layout", action="store_true", help="model.optimize_for_cpu_decoding() first")
+    parser.add_argument(
+        "--row-major", action="store_true", help="model.cpu_weight_layout = False (no automatic CPU layout)"
+    )
     parser.add_argument("--compile", action="store_true", help="compiled generate() and engine step")
     parser.add_argument(
         "--skip-codec", action="store_true", help="do not time the codec's first-chunk decode"
@@ -240,8 +242,7 @@ def main() -> None:
         else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     )
     model, processor = build(args.config, device, dtype)
-    if args.cpu_layout:
-        model.optimize_for_cpu_decoding()
+    model.cpu_weight_layout = not args.row_major
     mode = "compiled" if args.compile else "eager"
     print(
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, device {device}, "

@@ -8,8 +8,9 @@ row makes the requested number of frames.
 
     .venv/bin/python benchmarks/bench_generate.py                        # small, CPU, eager + compiled, batch 1 and 4
     .venv/bin/python benchmarks/bench_generate.py --configs tiny small --modes eager --threads 1
-    .venv/bin/python benchmarks/bench_generate.py --cpu-layout --batch 1    # with optimize_for_cpu_decoding()
+    .venv/bin/python benchmarks/bench_generate.py --row-major --batch 1     # without the automatic CPU layout
     .venv/bin/python benchmarks/bench_generate.py --configs full --device cuda --dtype bfloat16 --batch 1
+    .venv/bin/python benchmarks/bench_generate.py --against-reference ../fish-speech --prompt-length 199
 
 Columns: ``prefill ms`` (prompt forward + first frame), ``frames/s`` (decode steps per second; each step
 makes one frame per row), ``total fr/s`` (frames/s x batch), ``RTF`` (generate wall time / seconds of audio
@@ -177,11 +178,31 @@ def main() -> None:
         "--compile-backend", default="inductor", help="e.g. aot_eager to skip code generation"
     )
     parser.add_argument(
-        "--cpu-layout", action="store_true",
-        help="call model.optimize_for_cpu_decoding() (column-major linear weights) before timing",
+        "--row-major", action="store_true",
+        help="model.cpu_weight_layout = False: keep fp32 CPU weights row-major (no automatic CPU layout)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--against-reference", metavar="PATH",
+        help="a fish-speech checkout: instead, print the side-by-side table of benchmarks/side_by_side.py "
+        "(the authors' generate vs ours eager vs ours compiled, small config, CPU, 1 and 2 threads or --threads)",
     )  # fmt: skip
     args = parser.parse_args()
 
+    if args.against_reference:
+        from side_by_side import compare
+
+        threads = [args.threads] if args.threads else [1, 2]
+        variants = ["reference", "ours", "ours:compile"]
+        dtype = args.dtype or "float32"
+        compare(
+            args.against_reference,
+            variants,
+            threads,
+            dtype=dtype,
+            frames=args.frames,
+            prompt_length=args.prompt_length,
+        )
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -217,8 +238,7 @@ def main() -> None:
             print(f"| {name} | 4.6B | - | - | - | skipped: needs CUDA | | | | | | | |")
             continue
         model = build_model(name, device, dtype)
-        if args.cpu_layout:
-            model.optimize_for_cpu_decoding()
+        model.cpu_weight_layout = not args.row_major
         if args.compile_backend != "inductor":  # else generate's default: inductor, CUDA graphs on CUDA
             model.generation_config.compile_config = CompileConfig(backend=args.compile_backend, mode=None)
         params = sum(p.numel() for p in model.parameters())

@@ -1,5 +1,6 @@
-"""``optimize_for_cpu_decoding()``: a weight-layout change only (same parameters, keys, values, saved files, and
-the authors' greedy and seeded sampled codes)."""
+"""The CPU weight layout (column-major fp32 linear weights): applied by the decode session on its own, a layout
+change only (same parameters, keys, values, saved files, and the authors' greedy and seeded sampled codes),
+never seen by ``state_dict``, ``save_pretrained`` or training."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from transformers_fish_s2.modeling import FishS2ForConditionalGeneration
 CASE = "case2_clone.batch0"
 
 
-@pytest.fixture(scope="module")
-def models() -> tuple[FishS2ForConditionalGeneration, FishS2ForConditionalGeneration]:
-    plain = FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32).eval()
-    optimized = FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32).eval()
-    parameters = dict(optimized.named_parameters())
-    assert optimized.optimize_for_cpu_decoding() is optimized
-    assert dict(optimized.named_parameters()) == parameters  # same Parameter objects, re-laid-out in place
-    return plain, optimized
+def load() -> FishS2ForConditionalGeneration:
+    return FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32).eval()
+
+
+def linear_weights(model: FishS2ForConditionalGeneration) -> dict[str, nn.Parameter]:
+    return {name: module.weight for name, module in model.named_modules() if type(module) is nn.Linear}
+
+
+def is_column_major(weight: torch.Tensor) -> bool:
+    return weight.stride() == (1, weight.shape[0])
 
 
 def prompt(name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,18 +31,35 @@ def prompt(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return tensor[0][None], tensor[1:][None]
 
 
-def test_linear_weights_become_column_major_with_the_same_values(models):
+@pytest.fixture(scope="module")
+def models() -> tuple[FishS2ForConditionalGeneration, FishS2ForConditionalGeneration]:
+    """A model kept row-major (its switch off) and one that generate lays out on its own."""
+    plain, optimized = load(), load()
+    plain.cpu_weight_layout = False
+    parameters = dict(optimized.named_parameters())
+    optimized.generate(*prompt(CASE), max_new_tokens=2, do_sample=False)
+    assert dict(optimized.named_parameters()) == parameters  # same Parameter objects, re-laid-out in place
+    return plain, optimized
+
+
+def test_generate_on_cpu_lays_linear_weights_out_column_major(models):
     plain, optimized = models
-    linears = [name for name, module in optimized.named_modules() if type(module) is nn.Linear]
-    assert linears
-    for name in linears:
-        weight = optimized.get_submodule(name).weight
-        assert weight.stride() == (1, weight.shape[0]), name
+    weights = linear_weights(optimized)
+    assert weights
+    assert all(is_column_major(weight) for weight in weights.values())
+    assert all(weight.is_contiguous() for weight in linear_weights(plain).values())
     assert optimized.get_input_embeddings().weight.is_contiguous()  # lookups keep their row-major table
+
+
+def test_state_dict_shows_ordinary_tensors_with_the_same_values(models):
+    plain, optimized = models
     reference = plain.state_dict()
     state = optimized.state_dict()
     assert state.keys() == reference.keys()
-    assert all(torch.equal(state[key], reference[key]) for key in reference)
+    for key, value in reference.items():
+        assert state[key].is_contiguous() and torch.equal(state[key], value), key
+    kept = optimized.state_dict(keep_vars=True)
+    assert all(kept[f"{name}.weight"] is weight for name, weight in linear_weights(optimized).items())
 
 
 @torch.no_grad()
@@ -51,6 +71,7 @@ def test_same_codes_greedy_and_seeded(models):
             torch.manual_seed(3)
             outputs.append(model.generate(*prompt(CASE), max_new_tokens=24, **kwargs).sequences)
         assert torch.equal(outputs[0], outputs[1]), kwargs
+    assert all(weight.is_contiguous() for weight in linear_weights(plain).values())
 
 
 def test_saves_ordinary_row_major_tensors(models, tmp_path):
@@ -59,3 +80,21 @@ def test_saves_ordinary_row_major_tensors(models, tmp_path):
     reloaded = FishS2ForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float32)
     for key, value in reloaded.state_dict().items():
         assert value.is_contiguous() and torch.equal(value, optimized.state_dict()[key]), key
+
+
+def test_training_mode_restores_row_major_and_generate_lays_out_again():
+    model = load()
+    model.optimize_for_cpu_decoding()
+    before = {name: weight.detach().clone() for name, weight in linear_weights(model).items()}
+    model.train()
+    for name, weight in linear_weights(model).items():
+        assert weight.is_contiguous() and torch.equal(weight, before[name]), name
+    model.eval()
+    model.generate(*prompt(CASE), max_new_tokens=2, do_sample=False)
+    assert all(is_column_major(weight) for weight in linear_weights(model).values())
+
+
+def test_bf16_weights_keep_their_layout():
+    model = FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.bfloat16).eval()
+    model.generate(*prompt(CASE), max_new_tokens=2, do_sample=False)
+    assert all(weight.is_contiguous() for weight in linear_weights(model).values())

@@ -128,7 +128,6 @@ def load_model_and_processor(
         name: a checkpoint folder (official layout or one written by :func:`save_for_hub`) or a Hub repo id.
         device: where model and codec run (default: CUDA when available, else CPU).
         dtype: model weights dtype (default: bfloat16 on CUDA, float32 elsewhere). The codec stays float32.
-            fp32 models on the CPU get :meth:`~FishS2ForConditionalGeneration.optimize_for_cpu_decoding`.
         quantization: ``None``/``"none"``, a scheme of :data:`transformers_fish_s2.quantization.QUANTIZATION_SCHEMES`
             or a transformers quantization config; quantized models are placed with ``device_map``.
         **kwargs: passed to ``FishS2ForConditionalGeneration.from_pretrained`` (``revision``, ``token``, ...).
@@ -162,8 +161,6 @@ def load_model_and_processor(
                 name, dtype=dtype, quantization_config=quant, device_map={"": str(device)}, **kwargs
             )
         processor = FishS2Processor.from_pretrained(name, **hub)
-    if quant is None and device.type == "cpu" and dtype == torch.float32:
-        model.optimize_for_cpu_decoding()  # measured ~1.2-1.3x faster fp32 decoding on CPU (docs/generation.md)
     if processor.codec is not None:
         processor.codec.to(device)
     return model.eval(), processor

@@ -116,6 +116,7 @@ class FishS2DecodeSession:
         """Allocate the buffers for these shapes, or keep the current ones when the shapes are the same
         (same buffers: no recompile, no new CUDA graph). ``sampler`` gives ``do_sample`` and the token ids;
         its values are taken by :meth:`start`."""
+        self.use_cpu_weight_layout(device, dtype)
         key = (batch_size, cache_length, window, sampler.do_sample, torch.device(device), dtype)
         if key == self.key:
             return
@@ -149,6 +150,12 @@ class FishS2DecodeSession:
             if tensor is not None:
                 torch._dynamo.mark_static_address(tensor)
         self.key = key
+
+    def use_cpu_weight_layout(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Decoding in fp32 on the CPU reads column-major weights faster: lay them out so (once), unless the
+        model's ``cpu_weight_layout`` is off. ``train()`` undoes it; the state dict never shows it."""
+        if self.model.cpu_weight_layout and torch.device(device).type == "cpu" and dtype == torch.float32:
+            self.model.optimize_for_cpu_decoding()
 
     def release(self) -> None:
         """Free every buffer (the KV caches above all); the compiled steps are kept for the next shapes."""

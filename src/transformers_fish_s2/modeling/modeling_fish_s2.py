@@ -69,6 +69,7 @@ class FishS2Output(ModelOutput):
             renamed the output field to ``cache``).
         fast_logits: teacher-forced fast-AR logits ``[n_frames, num_codebooks, codebook_size]`` for the labelled
             semantic frames (only with ``labels``).
+        slow_loss, fast_loss: the two terms of ``loss`` (only with ``labels``), for logging them apart.
     """
 
     loss: torch.FloatTensor | None = None
@@ -76,6 +77,8 @@ class FishS2Output(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     cache: Cache | None = None
     fast_logits: torch.FloatTensor | None = None
+    slow_loss: torch.FloatTensor | None = None
+    fast_loss: torch.FloatTensor | None = None
 
     @property
     def past_key_values(self) -> Cache | None:
@@ -484,6 +487,18 @@ class FishS2FastTransformer(FishS2PreTrainedModel):
         return self.norm(hidden_states)
 
 
+def _is_column_major(weight: torch.Tensor) -> bool:
+    return not weight.is_contiguous() and weight.t().is_contiguous()
+
+
+def _row_major_state_dict(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """State-dict hook: a weight kept column-major for CPU decoding is returned as an ordinary row-major copy
+    (``keep_vars=True`` still returns the parameters themselves)."""
+    for key, value in state_dict.items():
+        if type(value) is torch.Tensor and _is_column_major(value):
+            state_dict[key] = value.contiguous()
+
+
 class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixin):
     """Fish Audio S2 Dual-AR text-to-speech model (slow AR over tokens + fast AR over codebooks).
 
@@ -491,28 +506,46 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
     (zeros at text positions), as built by ``FishS2Processor``.
     """
 
+    cpu_weight_layout: bool = True
+    """Let a decode session on the CPU lay fp32 linear weights out column-major (:meth:`optimize_for_cpu_decoding`);
+    set to False on a model to keep them row-major."""
+
     def __init__(self, config: FishS2Config):
         super().__init__(config)
         self.text_model = FishS2TextModel(config.text_config)
         self.audio_decoder = FishS2FastTransformer(config.audio_decoder_config)
         self.post_init()
+        self.register_state_dict_post_hook(_row_major_state_dict)
 
-    def optimize_for_cpu_decoding(self) -> FishS2ForConditionalGeneration:
-        """Store every plain ``nn.Linear`` weight column-major (returns ``self``; call once, after loading).
+    def optimize_for_cpu_decoding(self, enable: bool = True) -> FishS2ForConditionalGeneration:
+        """Store every plain fp32 ``nn.Linear`` weight column-major (``enable=False``: row-major again); returns
+        ``self``.
 
         Decoding multiplies one row per layer by each weight, which is bound by how fast the weights are read:
-        MKL's single-row product reads a ``[out, in]`` weight laid out as its transpose (``W.t().contiguous().t()``)
-        faster than the row-major one (``benchmarks/bench_generate.py --cpu-layout`` measures the decode).
-        Shapes, values, parameter objects and state-dict keys stay the same, no memory is added (one layer's
-        weight is copied at a time), and ``save_pretrained`` still writes ordinary row-major tensors. Quantized
-        linears, embeddings and the tied output head are left as they are. Numerically the product may round
-        differently in the last bit; a GPU gains nothing from it.
+        MKL's single-row fp32 product reads a ``[out, in]`` weight laid out as its transpose
+        (``W.t().contiguous().t()``) faster than the row-major one. The decode session calls this when it is
+        prepared on the CPU in fp32 (off switch: ``model.cpu_weight_layout = False``), and
+        ``train()`` restores row-major. Shapes, values, parameter objects and state-dict keys stay the same, no
+        memory is added (one weight is copied at a time), and ``state_dict``/``save_pretrained`` give ordinary
+        row-major tensors. bf16 weights, quantized linears, embeddings and the tied output head are left as they
+        are (bf16 products are not faster in this layout). Numerically the product may round differently in the
+        last bit; a GPU gains nothing from it.
         """
         for module in self.modules():
             weight = module.weight if type(module) is nn.Linear else None
-            if type(weight) is nn.Parameter and weight.is_floating_point() and weight.is_contiguous():
+            if type(weight) is not nn.Parameter or weight.dtype != torch.float32 or weight.dim() != 2:
+                continue
+            if enable and weight.is_contiguous() and not weight.t().is_contiguous():
                 weight.data = weight.data.t().contiguous().t()
+            elif not enable and _is_column_major(weight):
+                weight.data = weight.data.contiguous()
         return self
+
+    def train(self, mode: bool = True) -> FishS2ForConditionalGeneration:
+        """``nn.Module.train``; training mode also puts the weights back in their ordinary row-major layout."""
+        if mode:
+            self.optimize_for_cpu_decoding(enable=False)
+        return super().train(mode)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.text_model.model.embeddings
@@ -602,11 +635,12 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         kept_hidden = hidden_states[:, keep]
         logits = self.text_model.compute_logits(kept_hidden)
 
-        loss = fast_logits = None
+        loss = fast_logits = slow_loss = fast_loss = None
         if labels is not None:
             if kept_hidden.shape[1] != hidden_states.shape[1]:
                 raise ValueError("`labels` needs logits for every position: leave `logits_to_keep` at 0.")
-            loss, fast_logits = self._training_loss(hidden_states, logits, labels, audio_codes)
+            slow_loss, fast_loss, fast_logits = self._training_loss(hidden_states, logits, labels, audio_codes)
+            loss = slow_loss + fast_loss
 
         return FishS2Output(
             loss=loss,
@@ -614,6 +648,8 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
             last_hidden_state=kept_hidden,
             cache=past_key_values if use_cache else None,
             fast_logits=fast_logits,
+            slow_loss=slow_loss,
+            fast_loss=fast_loss,
         )
 
     def _check_token_ranges(self, input_ids: torch.LongTensor, audio_codes: torch.LongTensor | None) -> None:
@@ -638,7 +674,8 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         logits: torch.Tensor,
         labels: torch.LongTensor,
         audio_codes: torch.LongTensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Slow cross-entropy, fast cross-entropy (0 without labelled frames) and the fast logits."""
         if labels.shape != hidden_states.shape[:2]:
             raise ValueError(
                 f"labels must be [batch, seq_len] = {tuple(hidden_states.shape[:2])}, got {tuple(labels.shape)}"
@@ -655,7 +692,7 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         num_codebooks, codebook_size = self.config.num_codebooks, self.config.codebook_size
         if not is_frame.any():
             empty = logits.new_zeros(0, num_codebooks, codebook_size)
-            return slow_loss, empty
+            return slow_loss, slow_loss.new_zeros(()), empty
         if audio_codes is None:
             raise ValueError(
                 "labels contain semantic tokens: pass the frames' `audio_codes` for the fast-AR loss."
@@ -664,4 +701,4 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         frame_codes = audio_codes[:, :, 1:].transpose(1, 2)[is_frame]
         fast_logits = self.audio_decoder(frame_hidden, frame_codes)
         fast_loss = F.cross_entropy(fast_logits.flatten(0, 1).float(), frame_codes.flatten())
-        return slow_loss + fast_loss, fast_logits
+        return slow_loss, fast_loss, fast_logits

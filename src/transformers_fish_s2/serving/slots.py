@@ -144,6 +144,7 @@ class FishS2SlotSession(FishS2DecodeSession):
         device, dtype = model.device, model.text_model.model.norm.weight.dtype
         self.num_slots, self.max_context = num_slots, max_context
         self.device, self.dtype = device, dtype
+        self.use_cpu_weight_layout(device, dtype)
         self.slot_cache = SlotKVCache(model, num_slots, max_context, device, dtype)
         self._fast_caches = _row_prefix_caches(
             model.audio_decoder.make_fast_cache(num_slots, device=device, dtype=dtype), num_slots
