@@ -173,6 +173,18 @@ def test_lora_targets_cover_the_fused_projections():
         lora_config("embeddings")
 
 
+def test_gradient_accumulation_averages_the_micro_batches(processor, examples, tmp_path):
+    """The model's loss is a per-batch mean, so the Trainer must divide by the accumulation steps."""
+    model = fresh_model()
+    with torch.no_grad():
+        single = [model(**{key: value[None] for key, value in e.items()}).loss.item() for e in examples]
+    args = training_arguments(
+        tmp_path, max_steps=1, batch_size=1, gradient_accumulation_steps=2, logging_steps=1, disable_tqdm=True
+    )
+    _, history = finetune(model, processor, examples, args)  # the first step runs at learning rate 0 (warm-up)
+    assert history[0]["loss"] == pytest.approx(sum(single) / 2, rel=1e-4)
+
+
 def test_empty_training_set_is_refused_before_training(processor, tmp_path):
     with pytest.raises(ValueError, match="training set is empty"):
         finetune(fresh_model(), processor, [], training_arguments(tmp_path, max_steps=1))

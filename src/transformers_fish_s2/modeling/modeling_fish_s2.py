@@ -506,6 +506,10 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
     (zeros at text positions), as built by ``FishS2Processor``.
     """
 
+    accepts_loss_kwargs = False
+    """The loss is a mean per batch (``num_items_in_batch`` is not taken): tells the ``Trainer`` to divide it by the
+    gradient-accumulation steps itself and not to pass loss keywords into ``forward``."""
+
     cpu_weight_layout: bool = True
     """Let a decode session on the CPU lay fp32 linear weights out column-major (:meth:`optimize_for_cpu_decoding`);
     set to False on a model to keep them row-major."""

@@ -61,11 +61,8 @@ def training_arguments(
 
 
 class FishS2Trainer(Trainer):
-    """``Trainer`` whose loss is the model's own Dual-AR loss (slow + fast cross-entropy), logged by term.
-
-    The stock ``compute_loss`` would pass loss keyword arguments (``num_items_in_batch``) into ``forward``,
-    which forwards extra keywords to attention; calling the model with just the batch avoids that.
-    """
+    """``Trainer`` whose loss is the model's own Dual-AR loss (slow + fast cross-entropy, a mean per batch), with
+    the two terms logged next to it."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
