@@ -10,12 +10,9 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainingArguments
 
+from . import defaults
 from .collator import FishS2DataCollator
 from .lora import lora_config
-
-DEFAULT_STEPS = 200
-DEFAULT_LEARNING_RATE = 1e-4
-DEFAULT_BATCH_SIZE = 4
 
 
 def bf16_supported() -> bool:
@@ -26,9 +23,9 @@ def bf16_supported() -> bool:
 def training_arguments(
     output_dir: str | os.PathLike,
     *,
-    max_steps: int = DEFAULT_STEPS,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_steps: int = defaults.STEPS,
+    learning_rate: float = defaults.LEARNING_RATE,
+    batch_size: int = defaults.BATCH_SIZE,
     **overrides: Any,
 ) -> TrainingArguments:
     """``TrainingArguments`` with S2's defaults; any field can be overridden by keyword.
