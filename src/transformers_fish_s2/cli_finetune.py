@@ -49,13 +49,19 @@ def add_finetune_parser(commands, audio_extensions: tuple[str, ...]) -> None:
         help="4bit: QLoRA on an NF4 bitsandbytes base (slow AR quantized)",
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        help="also upload the adapter folder to this Hub repo (after --out)",
+    )
     parser.set_defaults(run=run_finetune, audio_extensions=audio_extensions)
 
 
 def run_finetune(args: argparse.Namespace) -> None:
     """Fine-tune S2 with LoRA on a folder of clips (each with a same-named .lab/.txt transcript) and write the
-    adapter (adapter weights, config and a model card naming the base model) to --out. Every clip and
-    transcript is checked before training starts; clips at other rates are resampled."""
+    adapter (adapter weights, config and a model card naming the base model) to --out, and to a Hub repo with
+    --push-to-hub. Every clip and transcript is checked before training starts; clips at other rates are
+    resampled."""
     from .cli import CLIError, _load
     from .hub import DEFAULT_MODEL_ID
 
@@ -72,10 +78,12 @@ def run_finetune(args: argparse.Namespace) -> None:
     import transformers
 
     from .training import prepare_examples
+    from .training.adapter import push_adapter, save_adapter
     from .training.lora import lora_config
-    from .training.trainer import finetune, save_adapter, training_arguments
+    from .training.trainer import finetune, training_arguments
 
-    examples = prepare_examples(processor, texts, [str(clip) for clip in clips])
+    names = [str(clip.relative_to(args.data)) for clip in clips]
+    examples = prepare_examples(processor, texts, [str(clip) for clip in clips], names=names)
     transformers.set_seed(args.seed)
     arguments = training_arguments(
         args.out,
@@ -88,8 +96,11 @@ def run_finetune(args: argparse.Namespace) -> None:
     adapted, _ = finetune(
         model, processor, examples, arguments, lora=lora_config(args.lora, r=args.rank, alpha=args.alpha)
     )
-    save_adapter(adapted, args.out, base_model=base)
+    save_adapter(adapted, args.out, base_model=base, repo_id=args.push_to_hub)
     print(f"wrote the adapter for {base} to {args.out} ({len(examples)} clips, {args.steps} steps)")
+    if args.push_to_hub:
+        push_adapter(adapted, args.push_to_hub, base_model=base)
+        print(f"uploaded it to {args.push_to_hub}")
 
 
 def read_data_folder(folder: Path, audio_extensions: tuple[str, ...]) -> tuple[list[str], list[Path]]:

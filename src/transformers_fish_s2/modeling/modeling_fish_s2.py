@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, StaticCache, StaticLayer
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -33,10 +33,13 @@ from transformers.utils import ModelOutput, can_return_tuple
 
 from ..checkpoint import (
     FishS2CheckpointError,
+    check_finite,
     check_safetensors_files,
     local_checkpoint_dir,
     raise_on_mismatch,
+    require_file,
 )
+from ..config_checks import MAX_MODEL_BYTES, check_model_bytes
 from ..layers import (
     FishS2FeedForward,
     FishS2RMSNorm,
@@ -45,7 +48,7 @@ from ..layers import (
     rope_inverse_frequencies,
     rotation_tables,
 )
-from ..validation import audio_codes_or_zeros
+from ..validation import HUB_KWARGS, audio_codes_or_zeros, dtype_itemsize
 from .configuration_fish_s2 import FishS2Config, FishS2FastTransformerConfig, FishS2TextConfig
 from .generation_fish_s2 import FishS2GenerationMixin
 from .quantization_defaults import with_default_skip_modules
@@ -307,12 +310,28 @@ class FishS2PreTrainedModel(PreTrainedModel):
         behaviour for shapes (re-initialise and warn); missing/unexpected keys are always an error.
         A ``quantization_config`` without its own skip list gets the package's rule (fast AR and output head stay
         unquantized; :mod:`transformers_fish_s2.quantization`).
+
+        Before anything is built, ``config.json`` must be a regular file (a missing one would make transformers
+        build the default s2-pro) and the weights the config describes must fit ``max_model_bytes`` (default
+        :data:`~transformers_fish_s2.config_checks.MAX_MODEL_BYTES`, counted in the dtype being loaded). Weights
+        with NaN/inf values or non-floating dtypes are refused.
         """
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
+        max_model_bytes = kwargs.pop("max_model_bytes", MAX_MODEL_BYTES)
         if kwargs.get("quantization_config") is not None:
             kwargs["quantization_config"] = with_default_skip_modules(kwargs["quantization_config"])
         local_dir = local_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
+        config = kwargs.get("config")
+        if not isinstance(config, PretrainedConfig):
+            if local_dir is not None and config is None:
+                require_file(local_dir / "config.json")
+            location = {key: kwargs[key] for key in (*HUB_KWARGS, "subfolder") if key in kwargs}
+            config = cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **location)
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        check_model_bytes(
+            cls.__name__, config.num_parameters, dtype_itemsize(dtype, config.dtype), max_model_bytes
+        )
         key_to_file = check_safetensors_files(local_dir) if local_dir is not None else {}
         try:
             model, loading_info = super().from_pretrained(
@@ -336,6 +355,7 @@ class FishS2PreTrainedModel(PreTrainedModel):
             key_to_file=key_to_file,
             hint="is config.json from the same checkpoint?",
         )
+        check_finite(model.named_parameters(), pretrained_model_name_or_path)
         return (model, loading_info) if output_loading_info else model
 
 
@@ -517,6 +537,10 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
     Inputs are token ids ``[B, T]`` plus the codes of the audio frames they carry ``[B, num_codebooks, T]``
     (zeros at text positions), as built by ``FishS2Processor``.
     """
+
+    accepts_loss_kwargs = False
+    """The loss is a mean per batch (``num_items_in_batch`` is not taken): tells the ``Trainer`` to divide it by the
+    gradient-accumulation steps itself and not to pass loss keywords into ``forward``."""
 
     cpu_weight_layout: bool = True
     """Let a decode session on the CPU lay fp32 linear weights out column-major (:meth:`optimize_for_cpu_decoding`);
