@@ -21,8 +21,9 @@ from transformers import AutoModelForTextToWaveform, AutoProcessor
 
 import transformers_fish_s2  # noqa: F401  (registers Fish S2 with transformers' Auto classes)
 from transformers_fish_s2.training import DatasetMapper
+from transformers_fish_s2.training.adapter import save_adapter
 from transformers_fish_s2.training.lora import lora_config
-from transformers_fish_s2.training.trainer import finetune, save_adapter, training_arguments
+from transformers_fish_s2.training.trainer import finetune, training_arguments
 
 DTYPE = torch.bfloat16 if torch.cuda.is_available() else torch.float32  # LoRA on bf16 weights on a GPU
 

@@ -24,12 +24,14 @@ from conftest import EXPECTED, TINY
 from peft import PeftModel
 from safetensors.torch import load_file
 from test_examples import load_example
+from test_hub import LocalHub
 
 from transformers_fish_s2 import FishS2ForConditionalGeneration
 from transformers_fish_s2.cli import main
 from transformers_fish_s2.training import DatasetMapper, prepare_examples
+from transformers_fish_s2.training.adapter import save_adapter
 from transformers_fish_s2.training.lora import LORA_TARGETS, lora_config
-from transformers_fish_s2.training.trainer import finetune, save_adapter, training_arguments
+from transformers_fish_s2.training.trainer import finetune, training_arguments
 
 TEXTS = ["hello world", "a second clip"]
 SPANS = [(0, 30000), (40000, 80000)]
@@ -171,6 +173,20 @@ def test_lora_targets_cover_the_fused_projections():
         lora_config("embeddings")
 
 
+def test_gradient_accumulation_averages_the_micro_batches(processor, examples, tmp_path):
+    """The model's loss is a per-batch mean, so the Trainer must divide by the accumulation steps."""
+    model = fresh_model()
+    with torch.no_grad():
+        single = [model(**{key: value[None] for key, value in e.items()}).loss.item() for e in examples]
+    args = training_arguments(
+        tmp_path, max_steps=1, batch_size=1, gradient_accumulation_steps=2, logging_steps=1, disable_tqdm=True
+    )
+    _, history = finetune(
+        model, processor, examples, args
+    )  # the first step runs at learning rate 0 (warm-up)
+    assert history[0]["loss"] == pytest.approx(sum(single) / 2, rel=1e-4)
+
+
 def test_empty_training_set_is_refused_before_training(processor, tmp_path):
     with pytest.raises(ValueError, match="training set is empty"):
         finetune(fresh_model(), processor, [], training_arguments(tmp_path, max_steps=1))
@@ -195,12 +211,15 @@ def test_qlora_on_a_4bit_bitsandbytes_base_trains_on_cpu(processor, examples, tm
     assert greedy_codes(adapted.eval(), processor, TEXTS[0]).shape[0] == 10
 
 
-def test_cli_finetune_writes_an_adapter(clips, tmp_path, capsys):
+@pytest.mark.parametrize("quantization", ["none", "4bit"])
+def test_cli_finetune_writes_and_pushes_an_adapter(quantization, clips, tmp_path, capsys, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     for i, (text, clip) in enumerate(zip(TEXTS, clips)):
         soundfile.write(data / f"clip{i}.wav", clip, 44100)
         (data / f"clip{i}.lab").write_text(text)
+    hub = LocalHub(tmp_path / "hub")
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda token=None: hub)
     out = tmp_path / "adapter"
     status = main(
         [
@@ -215,12 +234,20 @@ def test_cli_finetune_writes_an_adapter(clips, tmp_path, capsys):
             "3",
             "--device",
             "cpu",
+            "--quantization",
+            quantization,
+            "--push-to-hub",
+            "someone/voice-lora",
         ]
     )
     assert status == 0, capsys.readouterr().err
     assert (out / "adapter_model.safetensors").is_file()
-    assert f"base_model: {TINY}" in (out / "README.md").read_text()
-    reloaded = PeftModel.from_pretrained(fresh_model(), out)
+    card = (out / "README.md").read_text()
+    assert f"base_model: {TINY}" in card and 'from_pretrained(base, "someone/voice-lora")' in card
+    assert [call[0] for call in hub.calls] == ["create_repo", "upload_folder"]
+    remote = tmp_path / "hub" / "someone" / "voice-lora"
+    assert {p.name for p in remote.iterdir()} == {p.name for p in out.iterdir()}
+    reloaded = PeftModel.from_pretrained(fresh_model(), remote)
     assert any("lora_B" in name and p.abs().sum() > 0 for name, p in reloaded.named_parameters())
 
 
@@ -231,6 +258,18 @@ def test_cli_finetune_names_a_clip_without_transcript(clips, tmp_path, capsys):
     status = main(["finetune", "--data", str(data), "--out", str(tmp_path / "o"), "--model", str(TINY)])
     assert status == 1
     assert "lonely.wav' has no transcript" in capsys.readouterr().err
+
+
+def test_cli_finetune_names_the_bad_file(clips, tmp_path, capsys):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    soundfile.write(data / "ok.wav", clips[0], 44100)
+    (data / "ok.lab").write_text("fine")
+    soundfile.write(data / "sub" / "tiny.wav", clips[0][:1000], 44100)
+    (data / "sub" / "tiny.txt").write_text("too short")
+    status = main(["finetune", "--data", str(data), "--out", str(tmp_path / "o"), "--model", str(TINY)])
+    assert status == 1
+    assert "sub/tiny.wav is 1000 samples long" in capsys.readouterr().err
 
 
 def test_cli_finetune_refuses_an_empty_folder(tmp_path, capsys):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .training import defaults
+
 TRANSCRIPT_EXTENSIONS = (".lab", ".txt")
 """Transcript files next to each clip: ``.lab`` is the authors' data layout, ``.txt`` the obvious alternative."""
 
@@ -31,11 +33,21 @@ def add_finetune_parser(commands, audio_extensions: tuple[str, ...]) -> None:
         "--model", default=None, help="base checkpoint folder or Hub id (default fishaudio/s2-pro)"
     )
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda if available)")
-    parser.add_argument("--steps", type=int, default=200, help="optimizer steps (default 200)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
-    parser.add_argument("--batch-size", type=int, default=4, help="clips per step (default 4)")
-    parser.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
-    parser.add_argument("--alpha", type=int, default=16, help="LoRA alpha (default 16)")
+    parser.add_argument(
+        "--steps", type=int, default=defaults.STEPS, help="optimizer steps (default %(default)s)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=defaults.LEARNING_RATE, help="learning rate (default %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.BATCH_SIZE, help="clips per step (default %(default)s)"
+    )
+    parser.add_argument(
+        "--rank", type=int, default=defaults.LORA_RANK, help="LoRA rank (default %(default)s)"
+    )
+    parser.add_argument(
+        "--alpha", type=int, default=defaults.LORA_ALPHA, help="LoRA alpha (default %(default)s)"
+    )
     parser.add_argument(
         "--lora",
         choices=("slow", "fast", "both"),
@@ -49,13 +61,19 @@ def add_finetune_parser(commands, audio_extensions: tuple[str, ...]) -> None:
         help="4bit: QLoRA on an NF4 bitsandbytes base (slow AR quantized)",
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        help="also upload the adapter folder to this Hub repo (after --out)",
+    )
     parser.set_defaults(run=run_finetune, audio_extensions=audio_extensions)
 
 
 def run_finetune(args: argparse.Namespace) -> None:
     """Fine-tune S2 with LoRA on a folder of clips (each with a same-named .lab/.txt transcript) and write the
-    adapter (adapter weights, config and a model card naming the base model) to --out. Every clip and
-    transcript is checked before training starts; clips at other rates are resampled."""
+    adapter (adapter weights, config and a model card naming the base model) to --out, and to a Hub repo with
+    --push-to-hub. Every clip and transcript is checked before training starts; clips at other rates are
+    resampled."""
     from .cli import CLIError, _load
     from .hub import DEFAULT_MODEL_ID
 
@@ -72,10 +90,12 @@ def run_finetune(args: argparse.Namespace) -> None:
     import transformers
 
     from .training import prepare_examples
+    from .training.adapter import push_adapter, save_adapter
     from .training.lora import lora_config
-    from .training.trainer import finetune, save_adapter, training_arguments
+    from .training.trainer import finetune, training_arguments
 
-    examples = prepare_examples(processor, texts, [str(clip) for clip in clips])
+    names = [str(clip.relative_to(args.data)) for clip in clips]
+    examples = prepare_examples(processor, texts, [str(clip) for clip in clips], names=names)
     transformers.set_seed(args.seed)
     arguments = training_arguments(
         args.out,
@@ -88,8 +108,11 @@ def run_finetune(args: argparse.Namespace) -> None:
     adapted, _ = finetune(
         model, processor, examples, arguments, lora=lora_config(args.lora, r=args.rank, alpha=args.alpha)
     )
-    save_adapter(adapted, args.out, base_model=base)
+    save_adapter(adapted, args.out, base_model=base, repo_id=args.push_to_hub)
     print(f"wrote the adapter for {base} to {args.out} ({len(examples)} clips, {args.steps} steps)")
+    if args.push_to_hub:
+        push_adapter(adapted, args.push_to_hub, base_model=base)
+        print(f"uploaded it to {args.push_to_hub}")
 
 
 def read_data_folder(folder: Path, audio_extensions: tuple[str, ...]) -> tuple[list[str], list[Path]]:

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainingArguments
 
+from . import defaults
 from .collator import FishS2DataCollator
 from .lora import lora_config
-
-DEFAULT_STEPS = 200
-DEFAULT_LEARNING_RATE = 1e-4
-DEFAULT_BATCH_SIZE = 4
 
 
 def bf16_supported() -> bool:
@@ -27,9 +23,9 @@ def bf16_supported() -> bool:
 def training_arguments(
     output_dir: str | os.PathLike,
     *,
-    max_steps: int = DEFAULT_STEPS,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_steps: int = defaults.STEPS,
+    learning_rate: float = defaults.LEARNING_RATE,
+    batch_size: int = defaults.BATCH_SIZE,
     **overrides: Any,
 ) -> TrainingArguments:
     """``TrainingArguments`` with S2's defaults; any field can be overridden by keyword.
@@ -62,11 +58,8 @@ def training_arguments(
 
 
 class FishS2Trainer(Trainer):
-    """``Trainer`` whose loss is the model's own Dual-AR loss (slow + fast cross-entropy), logged by term.
-
-    The stock ``compute_loss`` would pass loss keyword arguments (``num_items_in_batch``) into ``forward``,
-    which forwards extra keywords to attention; calling the model with just the batch avoids that.
-    """
+    """``Trainer`` whose loss is the model's own Dual-AR loss (slow + fast cross-entropy, a mean per batch), with
+    the two terms logged next to it."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -100,6 +93,7 @@ def finetune(
 ) -> tuple[PeftModel, list[dict[str, float]]]:
     """Wrap ``model`` with LoRA (default :func:`~.lora.lora_config`), train it and return the adapted model and
     the Trainer's log history. ``train_dataset`` holds training examples (a list or a ``datasets.Dataset``).
+    The adapters are injected into ``model`` itself (peft's way); its base weights are not changed.
 
     A quantized (QLoRA) base first goes through ``peft.prepare_model_for_kbit_training``, which keeps its
     unquantized parameters in fp32 so the adapters' gradients are not computed through bf16 norms.
@@ -119,52 +113,3 @@ def finetune(
     trainer.train()
     peft_model.eval()
     return peft_model, trainer.state.log_history
-
-
-def save_adapter(peft_model: PeftModel, directory: str | os.PathLike, *, base_model: str) -> None:
-    """``save_pretrained`` of the adapter weights and config, plus a model card naming ``base_model`` (a Hub id or
-    folder): an adapter is useless without the exact base it was trained on."""
-    directory = Path(directory)
-    peft_model.save_pretrained(directory)
-    config = peft_model.peft_config["default"]
-    targets = (
-        config.target_modules if isinstance(config.target_modules, str) else sorted(config.target_modules)
-    )
-    (directory / "README.md").write_text(
-        MODEL_CARD.format(base_model=base_model, r=config.r, alpha=config.lora_alpha, targets=targets),
-        encoding="utf-8",
-    )
-
-
-MODEL_CARD = """---
-base_model: {base_model}
-library_name: peft
-pipeline_tag: text-to-speech
-tags:
-- fish-s2
-- lora
-- text-to-speech
----
-
-# LoRA adapter for {base_model}
-
-A LoRA adapter (rank {r}, alpha {alpha}) for the Fish Audio S2 text-to-speech model `{base_model}`, trained
-with `transformers-fish-s2` (`fish-s2 finetune`). It only works on top of that base model.
-
-Targets: `{targets}`
-
-```python
-import transformers_fish_s2
-from peft import PeftModel
-from transformers import AutoModelForTextToWaveform, AutoProcessor
-
-base = AutoModelForTextToWaveform.from_pretrained("{base_model}")
-model = PeftModel.from_pretrained(base, "<this adapter>")
-processor = AutoProcessor.from_pretrained("{base_model}")
-inputs = processor(text="Hello!")
-codes = model.generate(**inputs)
-audio = processor.decode(codes)
-```
-
-The base model's license (Fish Audio Research License) applies to its use with this adapter.
-"""
