@@ -181,7 +181,9 @@ def test_gradient_accumulation_averages_the_micro_batches(processor, examples, t
     args = training_arguments(
         tmp_path, max_steps=1, batch_size=1, gradient_accumulation_steps=2, logging_steps=1, disable_tqdm=True
     )
-    _, history = finetune(model, processor, examples, args)  # the first step runs at learning rate 0 (warm-up)
+    _, history = finetune(
+        model, processor, examples, args
+    )  # the first step runs at learning rate 0 (warm-up)
     assert history[0]["loss"] == pytest.approx(sum(single) / 2, rel=1e-4)
 
 
@@ -256,6 +258,18 @@ def test_cli_finetune_names_a_clip_without_transcript(clips, tmp_path, capsys):
     status = main(["finetune", "--data", str(data), "--out", str(tmp_path / "o"), "--model", str(TINY)])
     assert status == 1
     assert "lonely.wav' has no transcript" in capsys.readouterr().err
+
+
+def test_cli_finetune_names_the_bad_file(clips, tmp_path, capsys):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    soundfile.write(data / "ok.wav", clips[0], 44100)
+    (data / "ok.lab").write_text("fine")
+    soundfile.write(data / "sub" / "tiny.wav", clips[0][:1000], 44100)
+    (data / "sub" / "tiny.txt").write_text("too short")
+    status = main(["finetune", "--data", str(data), "--out", str(tmp_path / "o"), "--model", str(TINY)])
+    assert status == 1
+    assert "sub/tiny.wav is 1000 samples long" in capsys.readouterr().err
 
 
 def test_cli_finetune_refuses_an_empty_folder(tmp_path, capsys):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .training import defaults
+
 TRANSCRIPT_EXTENSIONS = (".lab", ".txt")
 """Transcript files next to each clip: ``.lab`` is the authors' data layout, ``.txt`` the obvious alternative."""
 
@@ -31,11 +33,21 @@ def add_finetune_parser(commands, audio_extensions: tuple[str, ...]) -> None:
         "--model", default=None, help="base checkpoint folder or Hub id (default fishaudio/s2-pro)"
     )
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda if available)")
-    parser.add_argument("--steps", type=int, default=200, help="optimizer steps (default 200)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
-    parser.add_argument("--batch-size", type=int, default=4, help="clips per step (default 4)")
-    parser.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
-    parser.add_argument("--alpha", type=int, default=16, help="LoRA alpha (default 16)")
+    parser.add_argument(
+        "--steps", type=int, default=defaults.STEPS, help="optimizer steps (default %(default)s)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=defaults.LEARNING_RATE, help="learning rate (default %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.BATCH_SIZE, help="clips per step (default %(default)s)"
+    )
+    parser.add_argument(
+        "--rank", type=int, default=defaults.LORA_RANK, help="LoRA rank (default %(default)s)"
+    )
+    parser.add_argument(
+        "--alpha", type=int, default=defaults.LORA_ALPHA, help="LoRA alpha (default %(default)s)"
+    )
     parser.add_argument(
         "--lora",
         choices=("slow", "fast", "both"),
@@ -82,7 +94,8 @@ def run_finetune(args: argparse.Namespace) -> None:
     from .training.lora import lora_config
     from .training.trainer import finetune, training_arguments
 
-    examples = prepare_examples(processor, texts, [str(clip) for clip in clips])
+    names = [str(clip.relative_to(args.data)) for clip in clips]
+    examples = prepare_examples(processor, texts, [str(clip) for clip in clips], names=names)
     transformers.set_seed(args.seed)
     arguments = training_arguments(
         args.out,

@@ -4,6 +4,6 @@ See ``docs/synthesize.md``; the command is ``fish-s2 synthesize``.
 """
 
 from .inputs import Row, read_rows
-from .runner import SingleProcess, Summary, synthesize
+from .runner import SingleProcess, Summary, process_state, synthesize
 
-__all__ = ["Row", "SingleProcess", "Summary", "read_rows", "synthesize"]
+__all__ = ["Row", "SingleProcess", "Summary", "process_state", "read_rows", "synthesize"]

@@ -9,7 +9,6 @@ Only argparse is imported at module level: ``fish-s2 --help`` must stay fast.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> None:
     from ..cli import CLIError, _generation_kwargs
     from ..hub import load_model_and_processor
     from .inputs import read_rows
-    from .runner import synthesize
+    from .runner import process_state, synthesize
 
     try:
         import datasets  # noqa: F401  (the output's features; loaded here to fail before the model loads)
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
         voices=_voices(args.voice),
         seed=args.seed,
     )
-    state, device = _process_state(args.device)
+    state, device = process_state(args.device)
     model, processor = load_model_and_processor(
         args.model,
         device=device,
@@ -147,20 +146,6 @@ def _voices(specs: list[str]) -> dict[str, list[dict]]:
             )
         voices[name] = [{"text": text, "codes": codes}]
     return voices
-
-
-def _process_state(device: str | None) -> tuple:
-    """This process's place and device: ``accelerate``'s state when launched as several processes (gloo on
-    CPU), else the only process (device None: the loader's default)."""
-    from .runner import SingleProcess
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return SingleProcess(), device
-    import torch
-    from accelerate import PartialState
-
-    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
-    return state, device or state.device
 
 
 def _check_can_push() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from collections import deque
@@ -43,6 +44,23 @@ class SingleProcess:
 
     def wait_for_everyone(self) -> None:
         return None
+
+
+def process_state(device: str | None = None) -> tuple[ProcessState, str | None]:
+    """This process's place and device: ``accelerate``'s state when launched as several processes (gloo on
+    CPU), else the only process (device None: the loader's default)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return SingleProcess(), device
+    from datetime import timedelta
+
+    import torch
+    from accelerate import PartialState
+
+    # the final barrier waits for the slowest process's last shards, which may take longer than the
+    # default 30 minutes; a process that dies ends the others through the launcher
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu, timeout=timedelta(hours=24))
+    return state, device or state.device
 
 
 @dataclass(frozen=True)

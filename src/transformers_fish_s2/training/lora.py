@@ -17,6 +17,8 @@ from typing import Literal
 
 from peft import LoraConfig
 
+from . import defaults
+
 _BLOCK_LINEARS = r"layers\.\d+\.(attention\.(wqkv|wo)|feed_forward\.(w1|w2|w3))"
 LORA_TARGETS: dict[str, str] = {
     "slow": rf"text_model\.model\.{_BLOCK_LINEARS}",
@@ -28,7 +30,13 @@ LORA_TARGETS: dict[str, str] = {
 Part = Literal["slow", "fast", "both"]
 
 
-def lora_config(part: Part = "both", *, r: int = 8, alpha: int = 16, dropout: float = 0.0) -> LoraConfig:
+def lora_config(
+    part: Part = "both",
+    *,
+    r: int = defaults.LORA_RANK,
+    alpha: int = defaults.LORA_ALPHA,
+    dropout: float = 0.0,
+) -> LoraConfig:
     """A ``LoraConfig`` on the attention and MLP projections of the slow AR, the fast AR, or both.
 
     The defaults are the authors' LoRA recipe (rank 8, alpha 16, both transformers). The slow AR decides what is

@@ -10,12 +10,9 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainingArguments
 
+from . import defaults
 from .collator import FishS2DataCollator
 from .lora import lora_config
-
-DEFAULT_STEPS = 200
-DEFAULT_LEARNING_RATE = 1e-4
-DEFAULT_BATCH_SIZE = 4
 
 
 def bf16_supported() -> bool:
@@ -26,9 +23,9 @@ def bf16_supported() -> bool:
 def training_arguments(
     output_dir: str | os.PathLike,
     *,
-    max_steps: int = DEFAULT_STEPS,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_steps: int = defaults.STEPS,
+    learning_rate: float = defaults.LEARNING_RATE,
+    batch_size: int = defaults.BATCH_SIZE,
     **overrides: Any,
 ) -> TrainingArguments:
     """``TrainingArguments`` with S2's defaults; any field can be overridden by keyword.
@@ -96,6 +93,7 @@ def finetune(
 ) -> tuple[PeftModel, list[dict[str, float]]]:
     """Wrap ``model`` with LoRA (default :func:`~.lora.lora_config`), train it and return the adapted model and
     the Trainer's log history. ``train_dataset`` holds training examples (a list or a ``datasets.Dataset``).
+    The adapters are injected into ``model`` itself (peft's way); its base weights are not changed.
 
     A quantized (QLoRA) base first goes through ``peft.prepare_model_for_kbit_training``, which keeps its
     unquantized parameters in fp32 so the adapters' gradients are not computed through bf16 norms.
