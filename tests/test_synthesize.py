@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile
@@ -190,3 +191,38 @@ def test_push_to_hub_offline_fails_before_synthesis(job, tmp_path, capsys):
     assert cli_main(["synthesize", *job["args"], "-o", str(tmp_path / "out"), "--push-to-hub", "me/x"]) == 1
     assert "offline mode is on (HF_HUB_OFFLINE)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_option_the_engine_refuses_names_the_row(job, model, processor, tmp_path):
+    rows = read_rows(job["input"], voices=job["voices"])[:2]
+    with pytest.raises(ValueError, match="row 0: .*temperature"):
+        synthesize(model, processor, rows, tmp_path / "out", generation={"temperature": -1.0})
+    assert not list((tmp_path / "out" / "data").glob("*.parquet"))
+
+
+def test_jsonl_csv_txt_and_a_saved_dataset_give_the_same_rows(tmp_path):
+    import datasets
+
+    texts = ["First line.", "Second, with a comma.", "Third."]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n\n" for t in texts))
+    (tmp_path / "a.csv").write_text("text\n" + "".join(f'"{t}"\n' for t in texts))
+    (tmp_path / "a.txt").write_text("\n\n".join(texts) + "\n")
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "saved"))
+    expected = [(i, t, None, 7 + i, None) for i, t in enumerate(texts)]
+    for source in ("a.jsonl", "a.csv", "a.txt", "saved"):
+        rows = read_rows(tmp_path / source, seed=7)
+        assert [(r.id, r.text, r.voice, r.seed, r.references) for r in rows] == expected, source
+
+
+def test_reference_clip_columns_resolve_relative_to_the_input(tmp_path):
+    (tmp_path / "clips").mkdir()
+    soundfile.write(tmp_path / "clips" / "me.wav", np.zeros(4410, dtype="float32"), 44100)
+    (tmp_path / "a.csv").write_text(
+        "text,reference_audio,reference_text,seed\nHi.,clips/me.wav,Hello me.,5\n"
+    )
+    (row,) = read_rows(tmp_path / "a.csv")
+    assert (row.voice, row.seed) == ("clips/me.wav", 5)
+    assert row.references == [{"text": "Hello me.", "audio": str(tmp_path / "clips" / "me.wav")}]
+    (tmp_path / "b.csv").write_text("text,reference_audio,reference_text\nHi.,clips/gone.wav,Hello.\n")
+    with pytest.raises(FileNotFoundError, match="row 0: reference audio not found"):
+        read_rows(tmp_path / "b.csv")

@@ -15,11 +15,11 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..serving import FishS2Engine, SpeechRequest
+from ..serving import FishS2Engine, InvalidRequestError, RequestFailedError, SpeechRequest
 from . import output
 from .inputs import Row
 
@@ -164,17 +164,26 @@ def _results(engine: FishS2Engine, rows: Sequence[Row], generation: dict, *, win
     while True:
         while len(pending) < window and (row := next(upcoming, None)) is not None:
             request = SpeechRequest(row.text, row.references, seed=row.seed, output="audio", **generation)
-            pending.append((row, engine.submit(request)))
+            try:
+                pending.append((row, engine.submit(request)))
+            except InvalidRequestError as error:  # e.g. a prompt longer than the context: say which row
+                raise InvalidRequestError(error.field, f"row {row.id}: {error}") from error
         if not pending:
             return
         row, handle = pending.popleft()
-        yield row, handle.result()
+        try:
+            yield row, handle.result()
+        except RequestFailedError as error:
+            raise RequestFailedError(f"row {row.id} failed: {error}") from error
 
 
 def _record(row: Row, result, rate: int, audio_format: str) -> dict[str, Any]:
     audio = result.audio
     return {
-        **{key: value for key, value in asdict(row).items() if key != "references"},
+        "id": row.id,
+        "text": row.text,
+        "voice": row.voice,
+        "seed": row.seed,
         "audio": {"bytes": output.encode_audio(audio, rate, audio_format), "path": None},
         "duration": len(audio) / rate,
         "frames": result.frames,
