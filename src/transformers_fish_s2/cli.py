@@ -477,18 +477,9 @@ class _FrameProgress:
 
 
 def _write_audio(processor, output, path: Path) -> int:
-    """Decode a one-row generation output and write it; returns the number of samples."""
-    import numpy as np
-
-    audio = processor.decode(output)[0] if int(output.lengths[0]) else np.zeros(0, dtype=np.float32)
-    if len(audio):
-        processor.save_audio(audio, path)
-    else:  # an empty but valid file, so that a caller's pipeline does not break
-        import soundfile
-
-        with atomic_output(path) as temporary:
-            soundfile.write(temporary, audio, processor.sampling_rate, format=path.suffix[1:].upper())
-    return len(audio)
+    """Decode a one-row generation output into ``path`` in bounded memory; returns the number of samples (an empty
+    output gives an empty but valid file, so that a caller's pipeline does not break)."""
+    return processor.save_decoded_audio(output.sequences[0, :, : int(output.lengths[0])], path)
 
 
 def _generate_streaming(model, processor, generate: dict, progress: _FrameProgress, path: Path):
@@ -564,10 +555,9 @@ def _decode(args: argparse.Namespace) -> None:
     _check_audio_path(output, "--output")
     codes, _ = read_codes_file(args.codes)
     _, processor = _load(args.model, args.device, quantization=None)
-    audio = processor.decode(codes)
-    processor.save_audio(audio, output)
+    samples = processor.save_decoded_audio(codes, output)  # any length, in bounded memory
     print(
-        f"wrote {output}: {len(audio) / processor.sampling_rate:.2f} s of audio ({codes.shape[1]} frames)",
+        f"wrote {output}: {samples / processor.sampling_rate:.2f} s of audio ({codes.shape[1]} frames)",
         file=sys.stderr,
     )
 
