@@ -1,5 +1,6 @@
 """Ray Serve: two replicas of the tiny model behind the server's OpenAI endpoint, on a local Ray instance
-started by this module (loopback, 2 CPUs, small object store) and shut down at its end, even on failure.
+started by this module (2 CPUs, a small object store, HTTP on 127.0.0.1) and shut down at its end, even on
+failure.
 
 Eight concurrent requests must all complete, both replicas must have served some (the ``x-fish-s2-replica``
 header), and every response must carry the audio of a seeded solo ``generate()``.
@@ -8,7 +9,10 @@ header), and every response must carry the audio of a seeded solo ``generate()``
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -28,31 +32,31 @@ FRAMES = 6
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
-    """The HTTP address of a Ray Serve app with two replicas; voices in a folder all replicas see."""
+    """The HTTP address of the app that the documented ``serve run ... :app model=... num_replicas=2`` deploys on
+    a Ray instance of this module; voices in a folder all replicas see. Serve's HTTP proxy listens on 127.0.0.1;
+    Ray's own ports listen on the machine's address (Ray has no loopback-only option) behind its token auth."""
     import ray
     from ray import serve
-    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
-
-    from transformers_fish_s2.serving.ray import app
 
     voices = tmp_path_factory.mktemp("voices")
-    write_codes_file(voices / "alice.safetensors", expected_tensors("inputs")[VOICE[1]], sampling_rate=44100,
-                     text=VOICE[0])  # fmt: skip
+    codes = expected_tensors("inputs")[VOICE[1]]
+    write_codes_file(voices / "alice.safetensors", codes, sampling_rate=44100, text=VOICE[0])
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    ray.init(
-        num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, _node_ip_address="127.0.0.1",
-        _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False,
+    context = ray.init(
+        num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
         runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}},
     )  # fmt: skip
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        # what `serve run transformers_fish_s2.serving.ray:app model=... num_replicas=2 ...` does with its arguments
-        arguments = {"model": str(TINY), "num_replicas": "2", "num_cpus": "0.5", "device": "cpu",
-                     "dtype": "float32", "max_batch_size": "4", "voices_dir": str(voices)}  # fmt: skip
-        application = call_user_app_builder_with_args_if_necessary(app, arguments)
-        serve.run(application, name="fish-s2", route_prefix="/")
+        command = [str(Path(sys.executable).parent / "serve"), "run", "--non-blocking", "--address",
+                   context.address_info["gcs_address"], "transformers_fish_s2.serving.ray:app", f"model={TINY}",
+                   "num_replicas=2", "num_cpus=0.5", "device=cpu", "dtype=float32", "max_batch_size=4",
+                   f"voices_dir={voices}"]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
