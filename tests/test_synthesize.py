@@ -1,8 +1,9 @@
 """fish-s2 synthesize: the dataset loads with ``datasets``, every row equals a seeded solo generate(), and
 neither a SIGKILL + restart nor two processes change a single byte of it.
 
-One 40-row job (two voices, a few frames per row) is run in-process once and compared with solo calls; the
-command runs in subprocesses only where a process boundary is the point (kill, restart, two processes).
+One 40-row job (two voices, a few frames per row) is run in-process once, uninterrupted, and compared with
+solo calls; the command runs in subprocesses only where a process boundary is the point (kill, restart, two
+processes), and must write the same bytes as the in-process run.
 """
 
 from __future__ import annotations
@@ -115,19 +116,7 @@ def test_forty_rows_two_voices_load_with_datasets_and_equal_solo_generate(job, i
     assert manifest["rows"] == ROWS and len(manifest["shards"]) == ROWS // SHARD_SIZE
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(job, in_process) -> Path:
-    """The job run once by the command, start to end."""
-    out = job["folder"] / "uninterrupted"
-    run_command(command(job, out))
-    return out
-
-
-def test_command_equals_the_python_api(uninterrupted, in_process):
-    assert rows_of(uninterrupted) == rows_of(in_process)
-
-
-def test_killed_with_sigkill_and_restarted_equals_an_uninterrupted_run(job, uninterrupted):
+def test_killed_with_sigkill_and_restarted_equals_an_uninterrupted_run(job, in_process):
     out = job["folder"] / "killed"
     shards = out / "data"
     process = subprocess.Popen(command(job, out), env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -146,11 +135,11 @@ def test_killed_with_sigkill_and_restarted_equals_an_uninterrupted_run(job, unin
 
     restarted = run_command(command(job, out))
     assert f"({written} shards already written)" in restarted.stderr
-    assert rows_of(out) == rows_of(uninterrupted)
+    assert rows_of(out) == rows_of(in_process)  # the command, killed and restarted = the API, uninterrupted
     assert not list(shards.glob(".*")), "no temporary file is left behind"
 
 
-def test_two_processes_under_accelerate_equal_one_process(job, uninterrupted):
+def test_two_processes_under_accelerate_equal_one_process(job, in_process):
     out = job["folder"] / "two-processes"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -160,11 +149,11 @@ def test_two_processes_under_accelerate_equal_one_process(job, uninterrupted):
     done = run_command(command(job, out, *launcher))
     for process in ("1/2", "2/2"):  # both processes made rows (5 shards each)
         assert f"process {process}: {ROWS // 2} rows" in done.stderr, done.stderr[-2000:]
-    assert rows_of(out) == rows_of(uninterrupted)
+    assert rows_of(out) == rows_of(in_process)
 
 
-def test_restart_with_other_options_is_refused(job, uninterrupted, capsys):
-    args = [*job["args"], "-o", str(uninterrupted)]
+def test_restart_with_other_options_is_refused(job, in_process, capsys):
+    args = [*job["args"], "-o", str(in_process)]
     args[args.index("--max-new-tokens") + 1] = "5"
     assert cli_main(["synthesize", *args]) == 1
     assert "holds another job (different generation)" in capsys.readouterr().err
