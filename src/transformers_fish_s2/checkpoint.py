@@ -21,6 +21,9 @@ from safetensors import SafetensorError, safe_open
 LISTED_KEYS = 20
 """Keys shown per kind of problem; the rest are counted."""
 
+LISTED_INLINE = 5
+"""Keys shown in a one-line message (bad dtypes, NaN/inf values); the rest are counted."""
+
 MAX_METADATA_FILE_BYTES = 64 * 2**20
 """Largest ``config.json`` / ``tokenizer.json`` / codec config read (64 MiB; s2-pro's tokenizer.json is about
 11 MB, its configs 2 KB). A bigger file is corrupt or hostile and would only cost memory and parse time."""
@@ -149,8 +152,8 @@ def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], checkpoint: str | 
         if not all(bool(part.isfinite().all()) for part in flat.split(FINITE_CHECK_ELEMENTS)):
             bad.append(key)
     if bad:
-        shown = ", ".join(bad[:LISTED_KEYS]) + (
-            f" and {len(bad) - LISTED_KEYS} more" if len(bad) > LISTED_KEYS else ""
+        shown = ", ".join(bad[:LISTED_INLINE]) + (
+            f" and {len(bad) - LISTED_INLINE} more" if len(bad) > LISTED_INLINE else ""
         )
         raise FishS2CheckpointError(
             f"Checkpoint {os.fspath(checkpoint)} has NaN or infinite values in {len(bad)} tensor(s): {shown}. "
@@ -165,8 +168,8 @@ def check_weight_dtypes(dtypes: Mapping[str, str], checkpoint: str | os.PathLike
         key for key, dtype in dtypes.items() if dtype.upper().removeprefix("TORCH.") not in FLOAT_DTYPES
     )
     if bad:
-        listed = ", ".join(f"{key} ({dtypes[key]})" for key in bad[:LISTED_KEYS])
-        more = f" and {len(bad) - LISTED_KEYS} more" if len(bad) > LISTED_KEYS else ""
+        listed = ", ".join(f"{key} ({dtypes[key]})" for key in bad[:LISTED_INLINE])
+        more = f" and {len(bad) - LISTED_INLINE} more" if len(bad) > LISTED_INLINE else ""
         raise FishS2CheckpointError(
             f"Checkpoint {os.fspath(checkpoint)} stores {len(bad)} weight(s) with a non-floating dtype: "
             f"{listed}{more}. Weights are float16, bfloat16 or float32; the file is corrupt or not a Fish S2 checkpoint"

@@ -14,6 +14,8 @@ import io
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +114,11 @@ def audio_seconds(audio: AudioSource, sampling_rate: int | None = None) -> float
         except (soundfile.SoundFileError, RuntimeError, TypeError, OSError):
             return None
         return info.frames / info.samplerate if info.samplerate > 0 else None
-    if isinstance(audio, (np.ndarray, torch.Tensor)) and audio.ndim in (1, 2) and isinstance(sampling_rate, int):
+    if (
+        isinstance(audio, (np.ndarray, torch.Tensor))
+        and audio.ndim in (1, 2)
+        and isinstance(sampling_rate, int)
+    ):
         return max(audio.shape) / sampling_rate if sampling_rate > 0 else None
     return None
 
@@ -178,32 +184,42 @@ def save_audio(
 
     The file is written under a temporary name and renamed when complete, so a failure leaves no partial file.
     """
-    path = Path(path)
-    file_format = _sound_format(path)
     waveform = as_mono_float32(audio.squeeze() if hasattr(audio, "squeeze") else audio, name="audio")
-    with atomic_output(path) as temporary:
-        soundfile.write(temporary, np.clip(waveform, -1.0, 1.0), sampling_rate, format=file_format)
+    with audio_writer(path, sampling_rate) as sink:
+        sink.write(np.clip(waveform, -1.0, 1.0))
 
 
 def save_decoded_audio(codec, codes: torch.Tensor, path: str | os.PathLike) -> int:
     """Decode codes ``[num_codebooks, frames]`` of any length into an audio file with the codec's streaming decoder,
     a bounded chunk at a time, so memory does not grow with the audio (a one-shot decode is capped at
     ``MAX_DECODE_FRAMES``). Written atomically like :func:`save_audio`; returns the number of samples."""
-    path = Path(path)
-    file_format = _sound_format(path)
     decoder = codec.streaming_decoder()
     samples = 0
-    with (
-        atomic_output(path) as temporary,
-        soundfile.SoundFile(
-            temporary, "w", samplerate=codec.config.sampling_rate, channels=1, format=file_format
-        ) as sink,
-    ):
+    with audio_writer(path, codec.config.sampling_rate) as sink:
         for chunk in codes.split(DECODE_CHUNK_FRAMES, dim=-1):
             audio = decoder.decode_chunk(chunk[None])[0, 0].to("cpu", torch.float32).numpy()
             sink.write(np.clip(audio, -1.0, 1.0))
             samples += len(audio)
     return samples
+
+
+@contextmanager
+def audio_writer(path: str | os.PathLike, sampling_rate: int) -> Iterator[soundfile.SoundFile]:
+    """A mono ``SoundFile`` writing ``path`` (format from the extension) under a temporary name, renamed over
+    ``path`` when the block succeeds (:func:`~transformers_fish_s2.files.atomic_output`). A failed write (full
+    disk, file size limit, unwritable folder) raises ``OSError`` naming the file, and leaves nothing behind."""
+    path = Path(path)
+    file_format = _sound_format(path)
+    try:
+        with (
+            atomic_output(path) as temporary,
+            soundfile.SoundFile(
+                temporary, "w", samplerate=sampling_rate, channels=1, format=file_format
+            ) as sink,
+        ):
+            yield sink
+    except soundfile.SoundFileError as error:
+        raise OSError(f"cannot write audio to {str(path)!r}: {error} (is the disk full?)") from error
 
 
 class ReferenceEncoder:
