@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .files import atomic_output
+from .files import atomic_output, check_writable
 from .hub import DEFAULT_MODEL_ID
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -40,6 +43,34 @@ class CLIError(Exception):
     """A mistake in the command line or its inputs; printed without a stack trace."""
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that cleanup runs (temporary files, the generation thread) before
+    ``fish-s2`` exits with status 143. A ``BaseException`` like ``KeyboardInterrupt``, so no handler swallows it."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+SIGTERM_CLEANUP_COMMANDS = ("speak", "encode", "decode")
+"""Commands that write files and so turn SIGTERM into a clean exit (143); others (``serve``: uvicorn drains and
+re-raises the signal itself) keep the default handling."""
+
+
+@contextmanager
+def _sigterm_raises(command: str) -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while a file-writing command runs (main thread only: signals go
+    there)."""
+    if command not in SIGTERM_CLEANUP_COMMANDS or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Codes files (``fish-s2 encode`` writes them, ``speak --reference-audio`` and ``decode`` read them)
 # ------------------------------------------------------------------------------------------------------------
@@ -48,17 +79,21 @@ class CLIError(Exception):
 def write_codes_file(path: str | os.PathLike, codes, *, sampling_rate: int, text: str | None = None) -> None:
     """Save codes ``[num_codebooks, frames]`` as safetensors (key ``codes``), with the transcript in the metadata."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     metadata = {"format": CODES_FORMAT, "sampling_rate": str(sampling_rate)}
     if text is not None:
         metadata["text"] = text
-    with atomic_output(path) as temporary:
-        save_file(
-            {CODES_KEY: torch.as_tensor(codes, dtype=torch.long).contiguous()},
-            str(temporary),
-            metadata=metadata,
-        )
+    try:
+        with atomic_output(path) as temporary:
+            save_file(
+                {CODES_KEY: torch.as_tensor(codes, dtype=torch.long).contiguous()},
+                str(temporary),
+                metadata=metadata,
+            )
+    except SafetensorError as error:  # e.g. a full disk
+        raise OSError(f"cannot write codes to {str(path)!r}: {error}") from error
 
 
 def read_codes_file(path: str | os.PathLike):
@@ -250,10 +285,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help (0) or a malformed command line (2, message already printed)
         return int(exit_.code or 0)
     try:
-        args.run(args)
+        with _sigterm_raises(args.command):
+            args.run(args)
     except KeyboardInterrupt:
         print("fish-s2: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("fish-s2: terminated", file=sys.stderr)
+        return 143
     except (CLIError, ValueError, OSError) as error:
         if args.traceback:
             raise
@@ -351,26 +390,47 @@ def _read_text(args: argparse.Namespace) -> str:
         except UnicodeDecodeError as error:
             raise CLIError(f"--text-file {str(args.text_file)!r} is not UTF-8 text: {error}") from None
     elif args.text == "-":
-        text = sys.stdin.read()
+        text = _read_stdin()
     else:
         text = args.text
-    if not text.strip():
+    from .processing.markup import is_blank
+
+    if is_blank(text):  # whitespace and zero-width characters only
         raise CLIError("the text to speak is empty")
     return text.strip()
+
+
+def _read_stdin() -> str:
+    if sys.stdin is None or sys.stdin.closed:
+        raise CLIError("standard input is closed; give the text as an argument or with --text-file")
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError as error:
+        raise CLIError(f"standard input is not UTF-8 text: {error}") from None
+    except OSError as error:
+        raise CLIError(f"cannot read standard input: {error}") from None
 
 
 def _check_audio_path(path: Path, option: str) -> None:
     if path.suffix.lower() not in AUDIO_EXTENSIONS:
         raise CLIError(f"{option} {str(path)!r}: use one of the extensions {', '.join(AUDIO_EXTENSIONS)}")
-    if not path.parent.is_dir():
-        raise CLIError(f"{option} {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    _check_output_folder(path, option)
 
 
 def _check_codes_path(path: Path, option: str) -> None:
     if path.suffix.lower() != ".safetensors":
         raise CLIError(f"{option} {str(path)!r}: codes files end in .safetensors")
+    _check_output_folder(path, option)
+
+
+def _check_output_folder(path: Path, option: str) -> None:
+    """Before any model is loaded: the folder exists and a file can be written there (not read-only, not full)."""
     if not path.parent.is_dir():
         raise CLIError(f"{option} {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    try:
+        check_writable(path)
+    except OSError as error:
+        raise CLIError(f"{option}: {error}") from None
 
 
 def _reference_specs(args: argparse.Namespace) -> list[tuple[Path, str | None]]:
@@ -472,34 +532,33 @@ class _FrameProgress:
         if self.inner is not None:
             self.inner.end()
 
+    def fail(self, error: BaseException) -> None:
+        if self.inner is not None:
+            self.inner.fail(error)
+
     def close(self) -> None:
         self.bar.close()
 
 
 def _write_audio(processor, output, path: Path) -> int:
-    """Decode a one-row generation output and write it; returns the number of samples."""
-    import numpy as np
-
-    audio = processor.decode(output)[0] if int(output.lengths[0]) else np.zeros(0, dtype=np.float32)
-    if len(audio):
-        processor.save_audio(audio, path)
-    else:  # an empty but valid file, so that a caller's pipeline does not break
-        import soundfile
-
-        with atomic_output(path) as temporary:
-            soundfile.write(temporary, audio, processor.sampling_rate, format=path.suffix[1:].upper())
-    return len(audio)
+    """Decode a one-row generation output into ``path`` in bounded memory; returns the number of samples (an empty
+    output gives an empty but valid file, so that a caller's pipeline does not break)."""
+    return processor.save_decoded_audio(output.sequences[0, :, : int(output.lengths[0])], path)
 
 
 def _generate_streaming(model, processor, generate: dict, progress: _FrameProgress, path: Path):
     """Generate in a worker thread and append each decoded chunk to the file as soon as it arrives (under a
-    temporary name, renamed when complete: a failed run leaves no partial file at ``path``)."""
+    temporary name, renamed when complete: a failed run leaves no partial file at ``path``).
+
+    If the main thread stops early (Ctrl-C, SIGTERM, a failed write), the worker is cancelled between two frames
+    and joined before the exception goes on: a thread still inside torch at interpreter exit aborts the process
+    ("terminate called without an active exception")."""
     import numpy as np
-    import soundfile
     import torch
 
     from .modeling.audio_streamer import FishS2AudioStreamer
     from .processing import generate_long
+    from .processing.audio import audio_writer
 
     streamer = FishS2AudioStreamer(processor.codec)
     progress.inner = streamer
@@ -508,28 +567,36 @@ def _generate_streaming(model, processor, generate: dict, progress: _FrameProgre
     def work() -> None:
         try:
             result["output"] = generate_long(model, streamer=progress, **generate)
-        except BaseException as error:  # re-raised in the main thread below
-            result["error"] = error
-            streamer.end()
+        except (
+            BaseException
+        ) as error:  # the streamer raises it in the main thread (generate_long told it already)
+            streamer.fail(error)
 
     worker = threading.Thread(target=work, name="fish-s2-generate", daemon=True)
     samples = 0
-    with (
-        atomic_output(path) as temporary,
-        soundfile.SoundFile(
-            temporary, "w", samplerate=processor.sampling_rate, channels=1, format=path.suffix[1:].upper()
-        ) as sink,
-        torch.no_grad(),
-    ):
+    with audio_writer(path, processor.sampling_rate) as sink, torch.no_grad():
         worker.start()
-        for chunk in streamer:
-            sink.write(np.clip(chunk.numpy(), -1.0, 1.0))
-            sink.flush()
-            samples += chunk.shape[-1]
-        worker.join()
-        if "error" in result:
-            raise result["error"]
+        try:
+            for chunk in streamer:
+                sink.write(np.clip(chunk.numpy(), -1.0, 1.0))
+                sink.flush()
+                samples += chunk.shape[-1]
+        except BaseException:
+            streamer.cancel()
+            _join(worker)
+            raise
+        _join(worker)
     return result["output"], samples
+
+
+def _join(worker: threading.Thread) -> None:
+    """Wait for the generation thread (it stops within a frame once cancelled); a second Ctrl-C or SIGTERM meanwhile
+    must not leave it running."""
+    while worker.is_alive():
+        try:
+            worker.join()
+        except (KeyboardInterrupt, _Terminated):
+            continue
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -564,10 +631,9 @@ def _decode(args: argparse.Namespace) -> None:
     _check_audio_path(output, "--output")
     codes, _ = read_codes_file(args.codes)
     _, processor = _load(args.model, args.device, quantization=None)
-    audio = processor.decode(codes)
-    processor.save_audio(audio, output)
+    samples = processor.save_decoded_audio(codes, output)  # any length, in bounded memory
     print(
-        f"wrote {output}: {len(audio) / processor.sampling_rate:.2f} s of audio ({codes.shape[1]} frames)",
+        f"wrote {output}: {samples / processor.sampling_rate:.2f} s of audio ({codes.shape[1]} frames)",
         file=sys.stderr,
     )
 

@@ -12,6 +12,7 @@ import torch
 from transformers import GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
+from ..modeling.audio_streamer import end_stream
 from ..modeling.generation_fish_s2 import FishS2GenerateOutput
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ class _ForwardWithoutEnd(BaseStreamer):
         self.streamer.put(value)
 
     def end(self) -> None:
-        pass
+        pass  # also when a chunk fails: generate_long ends the real streamer, once
 
 
 def generate_long(
@@ -49,11 +50,35 @@ def generate_long(
     holding the references and every earlier chunk's text and generated codes (``processor.conversation``),
     like the authors' ``generate_long``. Returns the chunks' codes concatenated as one row
     (``sequences [1, num_codebooks, N]``); ``eos_reached`` is True when every chunk ended with ``<|im_end|>``.
-    A ``streamer`` receives the frames of all chunks, then one ``end()``. Keyword arguments are passed to
+    A ``streamer`` receives the frames of all chunks, then one ``end()`` (or, when a chunk fails, ``fail(error)``
+    if it has one, else ``end()``). Keyword arguments are passed to
     ``model.generate`` for every chunk. The model's generation lock is held for all chunks, so the chunks of
     one text are not interleaved with other threads' calls.
     """
     kwargs.pop("return_dict_in_generate", None)  # always a FishS2GenerateOutput here
+    try:
+        output = _generate_chunks(
+            model, processor, text, references, chunk_length, generation_config, streamer, kwargs
+        )
+    except BaseException as error:  # a chunk's prompt or generate: the consumer must not wait forever
+        if streamer is not None:
+            end_stream(streamer, error)
+        raise
+    if streamer is not None:
+        streamer.end()
+    return output
+
+
+def _generate_chunks(
+    model: FishS2ForConditionalGeneration,
+    processor: FishS2Processor,
+    text: str,
+    references: list[dict] | dict | None,
+    chunk_length: int | None,
+    generation_config: GenerationConfig | None,
+    streamer: BaseStreamer | None,
+    kwargs: dict,
+) -> FishS2GenerateOutput:
     with model.generation_lock():
         conversation = processor.conversation(references)
         chunk_streamer = _ForwardWithoutEnd(streamer) if streamer is not None else None
@@ -72,8 +97,6 @@ def generate_long(
             conversation.append_generated(chunk, codes.cpu())
             pieces.append(codes)
             all_ended &= bool(output.eos_reached[0])
-    if streamer is not None:
-        streamer.end()
     codes = torch.cat(pieces, dim=1)
     return FishS2GenerateOutput(
         sequences=codes[None],
