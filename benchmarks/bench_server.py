@@ -9,7 +9,7 @@ would be measured. Every request clones a saved voice (~100 reference frames, a 
 streams 16-bit PCM (``stream_format="audio"``).
 
 For each concurrency ``c`` the load generator runs ``c`` clients in a closed loop (each sends its next request
-when its last one ended) until ``max(--requests, c)`` requests are done; the clients start ``T / c`` apart
+when its last one ended) until ``max(--requests, 3c)`` requests are done; the clients start ``T / c`` apart
 (``T`` = one request alone), as users arrive, rather than all at one instant. ``c = 1`` is the same requests
 sent one at a time. The levels are interleaved over ``--rounds`` passes, so the drift of a shared machine
 hits them alike; each row sums its rounds. Time to first audio = request sent → the first audio bytes
@@ -143,7 +143,7 @@ def summary(runs: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
-    parser.add_argument("--requests", type=int, default=8, help="requests per level and round (at least c)")
+    parser.add_argument("--requests", type=int, default=8, help="requests per level and round (at least 3c)")
     parser.add_argument("--rounds", type=int, default=2, help="passes over all levels, interleaved")
     parser.add_argument("--frames", type=int, default=48, help="frames per request (21.5 frames = 1 s)")
     parser.add_argument("--max-batch-size", type=int, default=16)
@@ -183,7 +183,7 @@ def main() -> None:
             runs: dict[int, list[dict]] = {c: [] for c in levels}
             for _ in range(args.rounds):  # levels interleaved, so the machine's drift hits them alike
                 for c in levels:
-                    count = max(args.requests, c)
+                    count = max(args.requests, 3 * c)  # mostly steady state, little ramp
                     runs[c].append(load(url, c, count, args.frames, solo / c, args.timeout))
         finally:
             server.terminate()
@@ -192,7 +192,7 @@ def main() -> None:
     rows = {c: summary(level_runs) for c, level_runs in runs.items()}
     base = rows[1]
     print(f"small config, CPU, {args.threads} torch thread(s) in the server, max_batch_size {args.max_batch_size}, "
-          f"{args.rounds} rounds x max({args.requests}, c) requests x {args.frames} frames "
+          f"{args.rounds} rounds x max({args.requests}, 3c) requests x {args.frames} frames "
           f"({args.frames * 2048 / RATE:.2f} s audio) per level; one request alone {solo:.1f} s; "
           f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
     per_round = ", ".join(f"{run['audio'] / run['wall']:.3f}" for run in runs[1])
