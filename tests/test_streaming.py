@@ -76,14 +76,19 @@ def test_long_text_streams_all_chunks_then_ends_once(model, prompt):
     chunks = ["first", "second"]
 
     class Conversation:
-        def prompt_for(self, text):
+        max_length = None
+
+        def check_text(self, text):
+            return text
+
+        def prompt_for(self, text, reserve=0):
             return prompt[0][0], prompt[1][0]
 
         def append_generated(self, text, codes):
             pass
 
     processor = SimpleNamespace(
-        conversation=lambda references: Conversation(), chunk_text=lambda text, chunk_length=None: chunks
+        conversation=lambda references: Conversation(), chunk_text=lambda text, **options: chunks
     )
     out = generate_long(model, processor, "ignored", do_sample=False, max_new_tokens=5, streamer=streamer)
     assert out.lengths.tolist() == [10] and streamer.ends == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -22,6 +23,8 @@ import soxr
 import torch
 
 from ..files import atomic_output
+
+logger = logging.getLogger(__name__)
 
 SAMPLING_RATE = 44100
 AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
@@ -141,7 +144,10 @@ def save_audio(
 ) -> None:
     """Write one waveform; the format (WAV 16-bit, FLAC, OGG Vorbis, MP3) follows the file extension.
 
-    The file is written under a temporary name and renamed when complete, so a failure leaves no partial file.
+    Empty audio (a generation that produced no frames) is written as a valid file of zero samples, with a
+    warning: the one rule for empty audio everywhere (the processor, the pipeline's callers, the CLI), so a
+    script's next step still finds its file. The file is written under a temporary name and renamed when
+    complete, so a failure leaves no partial file.
     """
     path = Path(path)
     file_format = AUDIO_FORMATS.get(path.suffix.lower())
@@ -149,7 +155,11 @@ def save_audio(
         raise ValueError(
             f"cannot tell the audio format from {str(path)!r}; use one of the extensions {sorted(AUDIO_FORMATS)}"
         )
-    waveform = as_mono_float32(audio.squeeze() if hasattr(audio, "squeeze") else audio, name="audio")
+    if (audio.numel() if isinstance(audio, torch.Tensor) else np.size(audio)) == 0:
+        logger.warning("the audio for %s has no samples; writing an empty file", str(path))
+        waveform = np.zeros(0, dtype=np.float32)
+    else:
+        waveform = as_mono_float32(audio.squeeze() if hasattr(audio, "squeeze") else audio, name="audio")
     with atomic_output(path) as temporary:
         soundfile.write(temporary, np.clip(waveform, -1.0, 1.0), sampling_rate, format=file_format)
 
