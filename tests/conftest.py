@@ -65,3 +65,56 @@ def processor():
     from transformers_fish_s2 import FishS2Processor
 
     return FishS2Processor.from_pretrained(TINY)
+
+
+GUARD_ADDRESS_SPACE = 8 * 2**30
+"""Address-space limit of a guarded child: a regression that allocates what a hostile input asks for dies there
+instead of exhausting the (shared) test machine."""
+
+_GUARDED_CHILD = """
+import json, resource, sys, time
+import torch
+torch.set_num_threads(1)
+exec(sys.argv[1])
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+outcomes = {}
+for name, case in json.loads(sys.argv[2]).items():
+    start = time.perf_counter()
+    try:
+        exec(case)
+        error = None
+    except BaseException as caught:
+        error = f"{type(caught).__name__}: {caught}"
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    outcomes[name] = {"error": error, "seconds": seconds, "rss_growth_mb": (peak - baseline) / 1024}
+print(json.dumps(outcomes))
+"""
+
+
+def guarded_calls(cases: dict[str, str], setup: str = "", timeout: float = 300) -> dict[str, dict]:
+    """Run each of ``cases`` (Python source, by name) in one fresh interpreter after ``setup``; report how each
+    ended: ``{"error": "Type: message" or None, "seconds": its wall time, "rss_growth_mb": ...}``.
+
+    ``rss_growth_mb`` is the process's peak RSS after the case minus the peak after ``setup`` (imports,
+    fixtures), so it bounds what this case and the ones before it allocated at their peak. The child inherits
+    PYTHONPATH and runs under :data:`GUARD_ADDRESS_SPACE`.
+    """
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (GUARD_ADDRESS_SPACE, GUARD_ADDRESS_SPACE))
+
+    done = subprocess.run(
+        [sys.executable, "-c", _GUARDED_CHILD, setup, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0 and lines, f"guarded child failed ({done.returncode}): {done.stderr[-2000:]}"
+    return json.loads(lines[-1])

@@ -101,7 +101,10 @@ def test_defaults_are_the_real_s2_pro_config():
             {"semantic_start_token_id": 155000, "semantic_end_token_id": 155000 + 4095},
             r"must lie inside the text vocabulary \[0, 155776\)",
         ),
-        ({"eos_token_id": 200000}, r"eos_token_id=200000 is outside the text vocabulary"),
+        (
+            {"eos_token_id": 200000},
+            r"eos_token_id must be one integer token id in the text vocabulary \[0, 155776\), got 200000",
+        ),
         ({"text_config": {"n_head": 30}}, r"n_head \(30\) must be a multiple of n_local_heads \(8\)"),
         ({"text_config": {"head_dim": 127}}, r"head_dim must be even"),
         ({"text_config": {"use_moe": True}}, r"mixture-of-experts .* not implemented"),

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from transformers_fish_s2.training import (
     IGNORE_INDEX,
+    DatasetMapper,
     FishS2DataCollator,
     build_training_example,
     prepare_examples,
@@ -202,6 +203,35 @@ def test_reference_files_match_their_manifest():
     manifest = json.loads((TRAINING / "manifest.json").read_text())
     for entry in manifest["files"]:
         assert hashlib.sha256((TRAINING / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
-    assert manifest["generator"]["script_sha256"] == hashlib.sha256(
-        (TRAINING / "make_training_loss.py").read_bytes()
-    ).hexdigest()
+    assert (
+        manifest["generator"]["script_sha256"]
+        == hashlib.sha256((TRAINING / "make_training_loss.py").read_bytes()).hexdigest()
+    )
+
+
+def test_a_reference_clip_conditions_the_example_but_is_not_learnt(processor, waveform):
+    reference = {"text": "The reference voice.", "audio": waveform[20000:40000], "sampling_rate": 44100}
+    (example,) = prepare_examples(
+        processor, ["Cloned words."], [waveform[:8192]], sampling_rate=44100, references=reference
+    )
+    semantic = (example["input_ids"] >= 419) & (example["input_ids"] <= 482)
+    labelled = example["labels"] != IGNORE_INDEX
+    prompt_ids = processor(text="x", references=reference)["input_ids"][0]
+    n_reference = int(((prompt_ids >= 419) & (prompt_ids <= 482)).sum())
+    assert n_reference > 0 and int((semantic & ~labelled).sum()) == n_reference  # in the masked prompt
+    assert int((semantic & labelled).sum()) == 8192 // 2048  # only the clip's frames are targets
+
+
+@pytest.mark.parametrize("form", ["array_22050", "bytes", "path"])
+def test_dataset_mapper_accepts_the_datasets_audio_forms(processor, waveform, tmp_path, form):
+    path = tmp_path / "clip.wav"
+    soundfile.write(path, waveform[:30000], 44100)
+    audio = {
+        "array_22050": {"array": waveform[:30000:2], "sampling_rate": 22050},
+        "bytes": {"bytes": path.read_bytes(), "path": None},
+        "path": str(path),
+    }[form]
+    row = DatasetMapper(processor)({"text": "hello world", "audio": audio})
+    assert set(row) == {"input_ids", "audio_codes", "attention_mask", "labels"}
+    frames = sum(419 <= token <= 482 for token in row["input_ids"])
+    assert frames == math.ceil(30000 / 2048)

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import EXPECTED, TINY
+from conftest import EXPECTED, TINY, TINY_SHARDED, guarded_calls
 from safetensors.torch import save_file
-from transformers import AutoConfig
+from transformers import AutoConfig, pipeline
 
 from transformers_fish_s2 import (
     FishS2CheckpointError,
@@ -159,7 +159,8 @@ def test_truncated_saved_codec_weights_are_named(tmp_path):
     weights = tmp_path / "codec" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(
-        ValueError, match=r"Could not read the codec weights in .*codec'.*truncated or corrupted"
+        ValueError,
+        match=r"codec/model.safetensors is not a readable safetensors file .*truncated or corrupted",
     ):
         FishS2CodecModel.from_pretrained(tmp_path / "codec")
 
@@ -350,3 +351,267 @@ def test_a_wav_header_that_lies_about_its_size_reads_only_what_is_there(tmp_path
     path.write_bytes(bytes(content))
     audio, rate = read_audio(path)
     assert rate == 44100 and audio.shape == (1, 1000)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# incomplete checkpoints: never the default s2-pro, never a tokenizer without vocabulary, never codes as audio
+# ---------------------------------------------------------------------------------------------------------
+
+GUARD_SETUP = (
+    "from transformers_fish_s2 import FishS2ForConditionalGeneration, FishS2Processor, FishS2CodecModel"
+)
+MAX_GROWTH_MB, MAX_SECONDS = 300, 5
+
+
+def assert_cheap_failures(outcomes: dict[str, dict], matches: dict[str, str]) -> None:
+    """Every guarded case failed with our message, in under 5 s, with peak RSS growth under 300 MB."""
+    for name, match in matches.items():
+        outcome = outcomes[name]
+        assert outcome["error"] is not None and re.search(match, outcome["error"]), (name, outcome["error"])
+        assert outcome["seconds"] < MAX_SECONDS, (name, outcome)
+        assert outcome["rss_growth_mb"] < MAX_GROWTH_MB, (name, outcome)
+
+
+BROKEN_CONFIGS = {
+    "missing": (lambda path: path.unlink(), r"config.json is missing: the checkpoint is incomplete"),
+    "a directory": (lambda path: (path.unlink(), path.mkdir()), r"config.json is a directory, not a file"),
+    "a FIFO": (lambda path: (path.unlink(), os.mkfifo(path)), r"config.json is not a regular file \(a FIFO"),
+    "/dev/zero": (lambda path: (path.unlink(), path.symlink_to("/dev/zero")), r"config.json is not a regular file"),
+    "no sub-configs": (lambda path: path.write_text('{"model_type": "fish_qwen3_omni"}'), r"config.json is missing or incomplete \(no text_config / audio_decoder_config\)"),
+}  # fmt: skip
+
+
+def test_incomplete_config_never_builds_the_default_model(tmp_path):
+    cases, matches = {}, {}
+    for index, (name, (breakage, match)) in enumerate(BROKEN_CONFIGS.items()):
+        folder = tiny_copy(tmp_path / f"s2-{index}")
+        breakage(folder / "config.json")
+        cases[name] = f"FishS2ForConditionalGeneration.from_pretrained({str(folder)!r})"
+        matches[name] = rf"^FishS2CheckpointError: .*{match}"
+    assert_cheap_failures(guarded_calls(cases, GUARD_SETUP), matches)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "match"),
+    [
+        (lambda path: path.unlink(), r"tokenizer.json is missing"),
+        (lambda path: (path.unlink(), path.mkdir()), r"tokenizer.json is a directory"),
+        (lambda path: path.write_text("{}"), r"tokenizer.json: Model missing"),
+    ],
+    ids=["missing", "a directory", "{}"],
+)
+def test_tokenizer_json_is_required_not_replaced_by_an_empty_vocabulary(tmp_path, breakage, match):
+    folder = tiny_copy(tmp_path / "s2")
+    breakage(folder / "tokenizer.json")
+    with pytest.raises(ValueError, match=rf"cannot load FishS2Processor from .*{match}"):
+        FishS2Processor.from_pretrained(folder)
+
+
+def test_a_tokenizer_that_makes_no_tokens_is_refused():
+    tokenizer = FishS2Processor.from_pretrained(TINY, load_codec=False).tokenizer
+    tokenizer.backend_tokenizer.model = type(tokenizer.backend_tokenizer.model)(vocab={}, merges=[])
+    with pytest.raises(ValueError, match=r"the tokenizer turns text into no tokens"):
+        FishS2Processor(tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "cause"),
+    [
+        (lambda folder: (folder / "codec.pth").write_bytes(real_codec()[:1000]), r"Could not read the codec checkpoint"),
+        (lambda folder: (folder / "codec_config.yaml").unlink(), r"codec.pth does not match FishS2CodecModel"),  # the defaults describe the full-size codec
+    ],
+    ids=["truncated codec.pth", "no codec config"],
+)  # fmt: skip
+def test_pipeline_without_its_processor_raises_instead_of_returning_codes(tmp_path, breakage, cause):
+    folder = tiny_copy(tmp_path / "s2")
+    breakage(folder)
+    with pytest.raises(ValueError, match=cause):
+        FishS2Processor.from_pretrained(folder)
+    tts = pipeline("text-to-speech", model=str(folder))
+    assert tts.processor is None  # transformers swallowed the processor's error...
+    with pytest.raises(
+        ValueError, match=rf"running without the FishS2Processor of .*whose loading failed: .*{cause}"
+    ):
+        tts("Hello there.", generate_kwargs={"max_new_tokens": 2})  # ...generate raises it
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parsers that cannot be bombed
+# ---------------------------------------------------------------------------------------------------------
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8)
+)  # 10^9 values once expanded, 400 bytes on disk
+
+
+YAML_BOMBS = {
+    "alias bomb": (ALIAS_BOMB, r"aliases expand to more than 10000 values \(MAX_YAML_NODES\)"),
+    "100000 levels of nesting": ("a: " + "[" * 100_000 + "]" * 100_000, r"nesting deeper than 64 levels"),
+    "recursive alias": ("a: &a [1, *a]", r"a cycle"),
+}
+
+
+def test_codec_config_yaml_cannot_be_bombed(tmp_path):
+    cases, matches = {}, {}
+    for index, (name, (content, match)) in enumerate(YAML_BOMBS.items()):
+        folder = tiny_copy(tmp_path / f"s2-{index}")
+        (folder / "codec_config.yaml").write_text(content)
+        cases[name] = f"FishS2CodecModel.from_pretrained({str(folder)!r})"
+        matches[name] = rf"codec_config.yaml is not a valid codec config file: .*{match}"
+    assert_cheap_failures(guarded_calls(cases, GUARD_SETUP), matches)
+
+
+def test_deeply_nested_json_codec_config_gives_our_error(tmp_path):
+    folder = tiny_copy(tmp_path / "s2")
+    (folder / "codec_config.yaml").unlink()
+    (folder / "codec_config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(
+        ValueError, match=r"codec_config.json is not a valid codec config file: it nests too deeply"
+    ):
+        FishS2CodecModel.from_pretrained(folder)
+
+
+def test_values_in_messages_are_cut_short(tmp_path):
+    folder = tiny_copy(tmp_path / "s2")
+    yaml_file = folder / "codec_config.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace("sample_rate: 44100", f"sample_rate: {'x' * 500_000}"))
+    with pytest.raises(
+        ValueError, match=r"sampling_rate must be a positive integer, got 'xxx.*\.\.\."
+    ) as caught:
+        FishS2CodecModel.from_pretrained(folder)
+    assert len(str(caught.value)) < 300
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["n_layer"] = [[1] * 1000] * 1000
+    with pytest.raises(ValueError, match=r"n_layer must be a positive integer, got \[\[1, 1,") as caught:
+        FishS2Config(**config)
+    assert len(str(caught.value)) < 300
+
+
+def test_an_oversized_codec_config_file_is_not_read(tmp_path):
+    folder = tiny_copy(tmp_path / "s2")
+    with open(folder / "codec_config.yaml", "a") as handle:
+        handle.write("#" * 2**20)
+    with pytest.raises(
+        ValueError, match=r"codec_config.yaml is \d+ bytes; files of this kind are at most 1048576"
+    ):
+        FishS2CodecModel.from_pretrained(folder)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# values checked, not only types
+# ---------------------------------------------------------------------------------------------------------
+
+CONFIG_VALUES = {
+    "rope_base 0": ("text_config", {"rope_base": 0}, r"FishS2TextConfig.rope_base must be a finite number > 0, got 0"),
+    "norm_eps -1e-6": ("text_config", {"norm_eps": -1e-6}, r"FishS2TextConfig.norm_eps must be a finite number > 0, got -1e-06"),
+    "fast rope_base inf": ("audio_decoder_config", {"rope_base": float("inf")}, r"FishS2FastTransformerConfig.rope_base must be a finite number > 0"),
+    "max_seq_len 0": ("text_config", {"max_seq_len": 0}, r"FishS2TextConfig.max_seq_len must be a positive integer, got 0"),
+    "eos_token_id a string": (None, {"eos_token_id": "151645"}, r"eos_token_id must be one integer token id in the text vocabulary \[0, 512\), got '151645'"),
+    "eos_token_id a float": (None, {"eos_token_id": 5.0}, r"eos_token_id must be one integer token id .*got 5.0"),
+    "eos_token_id a list": (None, {"eos_token_id": [5, 6]}, r"eos_token_id must be one integer token id .*got \[5, 6\]"),
+    "pad_token_id a bool": (None, {"pad_token_id": True}, r"pad_token_id must be one integer token id .*got True"),
+    "semantic_start_token_id a string": (None, {"semantic_start_token_id": "100"}, r"semantic_start_token_id must be an integer token id, got '100'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "match"), list(CONFIG_VALUES.values()), ids=list(CONFIG_VALUES)
+)
+def test_config_values_are_checked_not_only_their_types(tmp_path, section, values, match):
+    folder = tiny_copy(tmp_path / "s2")
+    config = json.loads((folder / "config.json").read_text())
+    (config[section] if section else config).update(values)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=match):
+        FishS2ForConditionalGeneration.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [("rope_base: 10000\n  norm_eps", "rope_base: 0\n  norm_eps", "rope_base"), ("norm_eps: 1e-5\n  dropout", "norm_eps: -1.0e-5\n  dropout", "norm_eps")],
+    ids=["rope_base 0", "norm_eps negative"],
+)  # fmt: skip
+def test_codec_config_values_are_checked(tmp_path, old, new, field):
+    folder = tiny_copy(tmp_path / "s2")
+    yaml_file = folder / "codec_config.yaml"
+    assert old in yaml_file.read_text()
+    yaml_file.write_text(yaml_file.read_text().replace(old, new))
+    with pytest.raises(
+        ValueError,
+        match=rf"FishS2CodecConfig.{field} must be a finite number > 0|quantizer transformers and encoder transformers differ in {field}",
+    ):
+        FishS2CodecModel.from_pretrained(folder)
+
+
+def tiny_tensors() -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(TINY / "model.safetensors")
+
+
+def poisoned(value: float) -> dict[str, torch.Tensor]:
+    tensors = tiny_tensors()
+    tensors["text_model.model.norm.weight"][3] = value
+    return tensors
+
+
+def retyped(dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    tensors = tiny_tensors()
+    tensors["text_model.model.norm.weight"] = tensors["text_model.model.norm.weight"].to(dtype)
+    return tensors
+
+
+WEIGHT_VALUES = {
+    "NaN": (lambda: poisoned(float("nan")), r"has NaN or infinite values in 1 tensor\(s\): text_model.model.norm.weight"),
+    "inf": (lambda: poisoned(float("inf")), r"has NaN or infinite values in 1 tensor\(s\): text_model.model.norm.weight"),
+    "int64": (lambda: retyped(torch.int64), r"stores 1 weight\(s\) with a non-floating dtype: text_model.model.norm.weight \(I64\)"),
+    "bool": (lambda: retyped(torch.bool), r"non-floating dtype: text_model.model.norm.weight \(BOOL\)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("tensors", "match"), list(WEIGHT_VALUES.values()), ids=list(WEIGHT_VALUES))
+def test_weights_with_bad_values_or_dtypes_are_refused(tmp_path, tensors, match):
+    folder = tiny_copy(tmp_path / "s2")
+    save_file(tensors(), str(folder / "model.safetensors"))
+    with pytest.raises(FishS2CheckpointError, match=match):
+        FishS2ForConditionalGeneration.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda value: value.fill_(float("nan")), r"has NaN or infinite values in 1 tensor\(s\)"),
+        (lambda value: value.long(), r"stores 1 weight\(s\) with a non-floating dtype: .* \(torch.int64\)"),
+    ],
+    ids=["NaN", "int64"],
+)
+def test_codec_weights_with_bad_values_or_dtypes_are_refused_in_one_short_message(tmp_path, change, match):
+    folder = tiny_copy(tmp_path / "s2")
+    state = torch.load(folder / "codec.pth", weights_only=True)
+    key = next(iter(state))
+    state[key] = change(state[key].clone())
+    torch.save(state, folder / "codec.pth")
+    with pytest.raises(FishS2CheckpointError, match=match) as caught:
+        FishS2CodecModel.from_pretrained(folder)
+    assert len(str(caught.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "target", ["../outside.safetensors", "/tmp/outside.safetensors", "sub/../../outside.safetensors"]
+)
+def test_an_index_may_not_point_outside_the_checkpoint_folder(tmp_path, target):
+    folder = tmp_path / "s2"
+    shutil.copytree(TINY_SHARDED, folder)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    key = next(iter(index["weight_map"]))
+    index["weight_map"][key] = target
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(FishS2CheckpointError, match=r"weight_map points outside the checkpoint folder"):
+        FishS2ForConditionalGeneration.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("text", ["\u200b", "\u200b\u200c\u200d \ufeff\u2060", "<|speaker:0|>\u200b"])
+def test_zero_width_only_text_counts_as_empty(text):
+    processor = FishS2Processor.from_pretrained(TINY, load_codec=False)
+    with pytest.raises(ValueError, match=r"text (is empty or only whitespace|has only speaker tags)"):
+        processor(text)

@@ -20,7 +20,13 @@ from conftest import INVENTORY, TINY, expected_json, expected_tensors
 from transformers import DynamicCache, StaticCache
 
 from transformers_fish_s2 import FishS2Config, FishS2ForConditionalGeneration
-from transformers_fish_s2.layers import rope_cos_sin
+from transformers_fish_s2.layers import (
+    FishS2RMSNorm,
+    apply_interleaved_rope,
+    rope_cos_sin,
+    rope_inverse_frequencies,
+    rotation_tables,
+)
 from transformers_fish_s2.modeling import modeling_fish_s2
 
 FP32_ATOL = 1e-4
@@ -354,3 +360,34 @@ def test_real_s2_pro_config_on_meta_device_matches_the_hub_inventory():
 
     bf16_bytes = sum(2 * tensor.numel() for tensor in model.state_dict().values())
     assert bf16_bytes == 9_123_704_832  # the Hub index's total_size
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_rms_norm_and_table_rope_give_the_reference_formulas_bits(dtype):
+    """The layers' few-call forms (F.rms_norm, RoPE as x·cos + swapped·sin) against the reference's op order."""
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.randn(3, 5, 4, 64, generator=generator) * 7).to(dtype)
+    norm = FishS2RMSNorm(64).to(dtype)
+    torch.nn.init.normal_(norm.weight, generator=generator)
+    x_f32 = x.float()
+    expected = (x_f32 * torch.rsqrt(x_f32.pow(2).mean(-1, keepdim=True) + norm.eps)).type_as(x) * norm.weight
+    assert torch.equal(norm(x), expected)
+
+    cos, sin = rope_cos_sin(torch.arange(5), rope_inverse_frequencies(64, 1e6))
+    even, odd = x_f32[..., 0::2], x_f32[..., 1::2]
+    c, s = cos[:, None], sin[:, None]  # broadcast over the 4 heads
+    expected = torch.stack((even * c - odd * s, odd * c + even * s), dim=-1).flatten(-2).type_as(x)
+    table_cos, table_sin = rotation_tables(cos, sin)
+    assert torch.equal(apply_interleaved_rope(x, table_cos[:, None], table_sin[:, None]), expected)
+
+
+@torch.no_grad()
+def test_fast_step_reuses_its_position_constants_and_matches_tensor_positions(model):
+    """Int positions reuse one RoPE row and mask per position (for any batch size); tensor positions build them."""
+    decoder = model.audio_decoder
+    hidden = expected_tensors("teacher_forced_fp32")["train_slow_hidden_normed"][positions()[:2]]
+    inputs = decoder.project_in(hidden)[:, None]
+    by_int = [decoder.decode_step(inputs, 0, decoder.make_fast_cache(2)) for _ in range(2)]
+    by_tensor = decoder.decode_step(inputs, torch.tensor(0), decoder.make_fast_cache(2))
+    assert torch.equal(by_int[0], by_int[1]) and torch.equal(by_int[0], by_tensor)
+    assert [key for key in decoder._step_constants if key[:2] == (0, 1)]

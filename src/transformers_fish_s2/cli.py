@@ -8,6 +8,9 @@
     fish-s2 speak "Hi" --reference-audio me.codes.safetensors -o clone.wav
     fish-s2 decode me.codes.safetensors -o me.decoded.wav
     fish-s2 memory --quantization none --quantization 4bit
+    fish-s2 finetune --data my_voice/ --out my_voice_lora/   # LoRA adapter from clips + .lab transcripts
+    fish-s2 synthesize lines.jsonl -o corpus/ --voice alice=alice.codes.safetensors   # a dataset of many texts
+    fish-s2 serve --model ./s2-pro --port 8000                 # HTTP speech server (see docs/server.md)
     fish-s2 eval --help
 
 Adding a subcommand: write ``add_<name>_parser(commands)`` in its own module (it builds the subparser and
@@ -187,6 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--batch-size", type=positive_int, default=1)
     memory.add_argument("--codec", choices=("full", "decoder", "none"), default="full")
     memory.set_defaults(run=_memory)
+
+    from .cli_finetune import add_finetune_parser
+
+    add_finetune_parser(commands, AUDIO_EXTENSIONS)
+
+    from .synthesis.cli import add_synthesize_parser
+
+    add_synthesize_parser(commands)
+
+    from .cli_serve import add_serve_parsers
+
+    add_serve_parsers(commands)  # serve, voices
 
     # `fish-s2 eval ...` is handed to the evaluation runner before parsing; listed here for --help.
     commands.add_parser(

@@ -3,7 +3,8 @@
 They reproduce the reference numerics (docs/reference-behaviour.md): RMSNorm normalises in fp32 and casts
 back *before* the weight multiply; RoPE rotates interleaved pairs ``(x[2j], x[2j+1])`` in fp32 with a
 cos/sin table that was rounded to bf16. cos/sin are computed from positions on demand, so no
-32k-position table is ever materialised.
+32k-position table is ever materialised. Each is written with as few ATen calls as give the same bits: an
+eager decode step is mostly per-op overhead besides the weight reads.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ class FishS2RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_f32 = x.float()
-        normed = x_f32 * torch.rsqrt(x_f32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        if x.dtype == self.weight.dtype == torch.float32:  # no cast to order: one call, the same bits
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).type_as(x) * self.weight
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, eps={self.eps}"
@@ -50,6 +51,13 @@ def rope_cos_sin(
     return _round_through(cis.real, table_dtype), _round_through(cis.imag, table_dtype)
 
 
+def rotation_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``[..., head_dim/2]`` cos/sin of :func:`rope_cos_sin` as the ``[..., head_dim]`` tables that
+    :func:`apply_interleaved_rope` multiplies by: each pair's cosine twice ``(c, c)`` and its sine with the
+    pair's signs ``(-s, s)``. Built once per forward and shared by every layer."""
+    return cos.repeat_interleave(2, dim=-1), torch.stack((-sin, sin), dim=-1).flatten(-2)
+
+
 def _round_through(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """fp32 ``x`` rounded to ``dtype`` and returned as fp32.
 
@@ -66,17 +74,14 @@ def _round_through(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def apply_interleaved_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs of ``x [B, H, T, D]`` by ``cos/sin [B, T, D/2]`` (or ``[T, D/2]``).
+    """Rotate interleaved pairs of ``x [..., D]`` by the tables of :func:`rotation_tables` (broadcast to ``x``).
 
-    Math in fp32, one rounding back to ``x.dtype`` at the end.
+    Pair ``(x0, x1)`` becomes ``(x0·c + x1·(-s), x1·c + x0·s)``, bit for bit the reference's
+    ``(x0·c - x1·s, x1·c + x0·s)``; math in fp32, one rounding back to ``x.dtype`` at the end.
     """
-    if cos.dim() == 2:
-        cos, sin = cos[None], sin[None]
-    cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
-    pairs = x.float().unflatten(-1, (-1, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1)
-    return rotated.flatten(-2).type_as(x)
+    x_f32 = x.float()
+    swapped = x_f32.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0) per pair
+    return (x_f32 * cos + swapped * sin).type_as(x)
 
 
 class FishS2FeedForward(nn.Module):

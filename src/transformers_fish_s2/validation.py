@@ -56,3 +56,50 @@ def audio_codes_or_zeros(
             f"input_ids {tuple(input_ids.shape)}, got {tuple(audio_codes.shape)}"
         )
     return audio_codes
+
+
+REPR_LIMIT = 80
+"""Characters of a value shown in an error message."""
+
+
+def short_repr(value: object, limit: int = REPR_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about untrusted values.
+
+    Never formats more than it shows: a YAML alias bomb is a few KB on disk but its value prints as gigabytes.
+    """
+    text = _bounded_repr(value, limit + 1, depth=0)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _bounded_repr(value: object, budget: int, depth: int) -> str:
+    """``repr(value)``, stopping soon after ``budget`` characters or 8 levels of nesting."""
+    if isinstance(value, (str, bytes)):
+        return repr(value[:budget])
+    if not isinstance(value, (list, tuple, dict)):
+        text = repr(value)
+        return text[: budget + 1]
+    if depth >= 8:
+        return "..."
+    opening, closing = {dict: "{}", tuple: "()"}.get(type(value), "[]")
+    pieces = value.items() if isinstance(value, dict) else zip([None] * len(value), value)
+    text = opening
+    for key, item in pieces:
+        if len(text) > budget:
+            return text
+        if len(text) > 1:
+            text += ", "
+        if isinstance(value, dict):
+            text += _bounded_repr(key, budget, depth + 1) + ": "
+        text += _bounded_repr(item, budget - len(text), depth + 1)
+    return text + closing
+
+
+def dtype_itemsize(dtype: object, fallback: object = None) -> int:
+    """Bytes per weight of the dtype a loader will build in: ``dtype`` (a torch dtype or a name from
+    :data:`DTYPE_NAMES`), else ``fallback`` (the config's dtype, what ``"auto"`` loads), else 4 (float32)."""
+    for candidate in (dtype, fallback):
+        if isinstance(candidate, torch.dtype):
+            return candidate.itemsize
+        if isinstance(candidate, str) and candidate in DTYPE_NAMES:
+            return DTYPE_NAMES[candidate].itemsize
+    return 4

@@ -17,7 +17,13 @@ import re
 import torch
 from torch import nn
 
-from ..checkpoint import FishS2CheckpointError, compare_state_dicts, raise_on_mismatch
+from ..checkpoint import (
+    FishS2CheckpointError,
+    check_finite,
+    check_weight_dtypes,
+    compare_state_dicts,
+    raise_on_mismatch,
+)
 
 # (g, v) suffix pairs of the two weight-norm spellings.
 WEIGHT_NORM_SUFFIXES = (
@@ -99,11 +105,13 @@ def load_codec_state_dict(
     """Fold, filter and check ``state_dict`` against ``model``, then load it (``assign=True``: no copy).
 
     Raises :class:`~transformers_fish_s2.checkpoint.FishS2CheckpointError` naming every missing, unexpected
-    and wrongly-shaped key (``checkpoint`` names the file in the message).
+    and wrongly-shaped key, every non-floating weight and every weight with NaN/inf values (``checkpoint`` names
+    the file in the message).
     """
-    state_dict = fold_weight_norm(
-        {key: value for key, value in state_dict.items() if not key.endswith(STALE_BUFFER_SUFFIXES)}
-    )
+    state_dict = {key: value for key, value in state_dict.items() if not key.endswith(STALE_BUFFER_SUFFIXES)}
+    check_weight_dtypes({key: str(value.dtype) for key, value in state_dict.items()}, checkpoint)
+    check_finite(state_dict.items(), checkpoint)
+    state_dict = fold_weight_norm(state_dict)
     if model.config.decoder_only:
         encoder_only = re.compile("|".join(ENCODER_ONLY_KEY_PATTERNS))
         state_dict = {key: value for key, value in state_dict.items() if not encoder_only.search(key)}

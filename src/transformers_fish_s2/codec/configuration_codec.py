@@ -2,7 +2,8 @@
 
 Defaults are the official ``fish_speech/configs/modded_dac_vq.yaml``. The authors ship that file as a
 hydra config; :meth:`FishS2CodecConfig.from_hydra` reads it (plain YAML, anchors included) without
-hydra or omegaconf.
+hydra or omegaconf. The file is untrusted input: :class:`BoundedYAMLLoader` refuses alias bombs and deep
+nesting, and error messages show values cut short (:func:`~transformers_fish_s2.validation.short_repr`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,86 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import yaml
 from transformers import PreTrainedConfig
 
+from ..checkpoint import require_file
 from ..config_checks import check_model_size
+from ..validation import short_repr
+
+MAX_CONFIG_FILE_BYTES = 2**20
+"""Largest codec config file read (1 MiB; the official one is 2 KB)."""
+
+MAX_YAML_NODES = 10_000
+"""Most values a codec config may hold once YAML aliases are expanded (the official file has about 100). An alias
+bomb is a few KB on disk and expands to billions of values."""
+
+MAX_YAML_DEPTH = 64
+"""Deepest nesting accepted in a codec config (the official file nests 4 levels)."""
+
+
+class BoundedYAMLLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python object tags) that refuses nesting deeper than :data:`MAX_YAML_DEPTH` while
+    composing, before Python's recursion limit is near. Use :func:`load_bounded_yaml`, which also bounds the
+    expanded size; aliases themselves stay allowed (the official ``modded_dac_vq.yaml`` uses one)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise yaml.YAMLError(f"nesting deeper than {MAX_YAML_DEPTH} levels (MAX_YAML_DEPTH)")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def load_bounded_yaml(stream) -> Any:
+    """Parse one YAML document, refusing it when its aliases expand to more than :data:`MAX_YAML_NODES` values
+    (or form a cycle) before any Python object is built."""
+    loader = BoundedYAMLLoader(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_NODES:
+            raise yaml.YAMLError(
+                f"its aliases expand to more than {MAX_YAML_NODES} values (MAX_YAML_NODES); refused as an alias bomb"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int | None]) -> int:
+    """Values in ``node`` with every alias expanded, computed once per node (so a bomb costs nothing to measure);
+    stops counting past :data:`MAX_YAML_NODES`."""
+    key = id(node)
+    if key in sizes:
+        if sizes[key] is None:
+            raise yaml.YAMLError("an alias refers to a node that contains it (a cycle)")
+        return sizes[key]
+    sizes[key] = None
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = []
+    size = 1
+    for child in children:
+        size += _expanded_size(child, sizes)
+        if size > MAX_YAML_NODES:
+            break
+    sizes[key] = size
+    return size
+
 
 # Keys of the authors' hydra config that only matter for training or for hydra itself.
 _HYDRA_IGNORED_KEYS = frozenset(
@@ -119,18 +193,26 @@ class FishS2CodecConfig(PreTrainedConfig):
         for field in _POSITIVE_FIELDS:
             value = getattr(self, field)
             if not is_int(value) or value < 1:
-                raise ValueError(f"FishS2CodecConfig.{field} must be a positive integer, got {value!r}")
+                raise ValueError(
+                    f"FishS2CodecConfig.{field} must be a positive integer, got {short_repr(value)}"
+                )
+        for field in ("rope_base", "norm_eps"):  # 0 or a negative value makes NaN audio, silently
+            value = getattr(self, field)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf):
+                raise ValueError(
+                    f"FishS2CodecConfig.{field} must be a finite number > 0, got {short_repr(value)}"
+                )
         for field in _POSITIVE_LIST_FIELDS:
             values = getattr(self, field)
             if not values or not all(is_int(v) and v >= 1 for v in values):
                 raise ValueError(
-                    f"FishS2CodecConfig.{field} must be a non-empty list of positive integers, got {values!r}"
+                    f"FishS2CodecConfig.{field} must be a non-empty list of positive integers, got {short_repr(values)}"
                 )
         layers = [*self.encoder_transformer_layers, self.quantizer_transformer_layers]
         if not all(is_int(v) and v >= 0 for v in layers):
             raise ValueError(
                 "FishS2CodecConfig.encoder_transformer_layers / quantizer_transformer_layers must be integers >= 0, "
-                f"got {self.encoder_transformer_layers!r} / {self.quantizer_transformer_layers!r}"
+                f"got {short_repr(self.encoder_transformer_layers)} / {short_repr(self.quantizer_transformer_layers)}"
             )
         if len(self.encoder_transformer_layers) != len(self.encoder_rates):
             raise ValueError(
@@ -307,7 +389,11 @@ class FishS2CodecConfig(PreTrainedConfig):
             ("rope_base", quantizer_transformer.pop("rope_base", None)),
             ("norm_eps", quantizer_transformer.pop("norm_eps", None)),
         ):
-            if reference is not None and key in values and float(reference) != float(values[key]):
+            if (
+                reference is not None
+                and key in values
+                and _number(key, reference) != _number(key, values[key])
+            ):
                 raise ValueError(
                     f"codec config: quantizer transformers and encoder transformers differ in {key}"
                 )
@@ -328,10 +414,10 @@ class FishS2CodecConfig(PreTrainedConfig):
             if key not in _HYDRA_IGNORED_KEYS
         )
         if leftovers:
-            raise ValueError(f"codec config: unsupported keys {leftovers}")
+            raise ValueError(f"codec config: unsupported keys {short_repr(leftovers)}")
         for key in ("rope_base", "norm_eps"):  # YAML reads "1e-5" (no dot) as a string
             if key in values:
-                values[key] = float(values[key])
+                values[key] = _number(key, values[key])
 
         config = cls(**values, **kwargs)
         expected_dim = config.latent_dim
@@ -343,7 +429,7 @@ class FishS2CodecConfig(PreTrainedConfig):
         ):
             if dim is not None and int(dim) != expected_dim:
                 raise ValueError(
-                    f"codec config: {name}={dim} but the encoder produces {expected_dim} channels "
+                    f"codec config: {name}={short_repr(dim)} but the encoder produces {expected_dim} channels "
                     "(encoder_dim * 2**len(encoder_rates)); other widths are not supported"
                 )
         if config.encoder_transformer_head_dim != 64 and any(config.encoder_transformer_layers):
@@ -356,12 +442,14 @@ class FishS2CodecConfig(PreTrainedConfig):
     @classmethod
     def from_codec_config_file(cls, path: str | os.PathLike, **kwargs) -> FishS2CodecConfig:
         """Read ``codec_config.yaml`` (authors' hydra format) or ``codec_config.json`` (ours or hydra-style)."""
-        path = Path(path)
+        path = require_file(path, MAX_CONFIG_FILE_BYTES)
         try:
             with open(path, encoding="utf-8") as handle:
-                data = yaml.safe_load(handle) if path.suffix in (".yaml", ".yml") else json.load(handle)
+                data = load_bounded_yaml(handle) if path.suffix in (".yaml", ".yml") else json.load(handle)
         except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{path} is not a valid codec config file: {error}") from error
+        except RecursionError:  # json nests without limit
+            raise ValueError(f"{path} is not a valid codec config file: it nests too deeply") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
         return cls.from_any(data, **kwargs)
@@ -382,6 +470,13 @@ class FishS2CodecConfig(PreTrainedConfig):
             "codec_config must be a FishS2CodecConfig, a dict, or a path to codec_config.yaml/.json; "
             f"got {type(config).__name__}"
         )
+
+
+def _number(key: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"codec config: {key} must be a number, got {short_repr(value)}") from None
 
 
 def _take(source: dict[str, Any], target: dict[str, Any], mapping: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +20,10 @@ from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
 from transformers.utils import ModelOutput, cached_file
 
-from ..checkpoint import FishS2CheckpointError, raise_on_mismatch
+from ..checkpoint import FishS2CheckpointError, check_finite, check_safetensors_files, raise_on_mismatch
+from ..config_checks import MAX_MODEL_BYTES, check_model_bytes
 from ..layers import FishS2RMSNorm
-from ..validation import HUB_KWARGS, is_integer_tensor, parse_dtype
+from ..validation import HUB_KWARGS, dtype_itemsize, is_integer_tensor, parse_dtype
 from .checkpoint import ENCODER_ONLY_KEY_PATTERNS, load_codec_state_dict, read_codec_checkpoint
 from .configuration_codec import FishS2CodecConfig
 from .convolutions import (
@@ -288,7 +290,11 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
           ``PreTrainedModel.from_pretrained``'s kwargs apply. Missing or wrongly-shaped weights raise.
 
         ``decoder_only=True`` builds and loads only what decoding needs (no encoder, ~140 M fewer params).
+        ``max_model_bytes`` caps the weights' bytes, checked from the config before anything is built (default
+        :data:`~transformers_fish_s2.config_checks.MAX_MODEL_BYTES`). Weights with NaN/inf values or
+        non-floating dtypes are refused.
         """
+        max_model_bytes = kwargs.pop("max_model_bytes", MAX_MODEL_BYTES)
         hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         path = os.fspath(pretrained_model_name_or_path)
 
@@ -318,7 +324,9 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
                 )
             for key in hub_kwargs:
                 kwargs.pop(key)
-            return cls._from_codec_pth(checkpoint, config, decoder_only=decoder_only, **kwargs)
+            return cls._from_codec_pth(
+                checkpoint, config, decoder_only=decoder_only, max_model_bytes=max_model_bytes, **kwargs
+            )
 
         config_file = find("config.json")
         location = os.path.join(path, subfolder) if subfolder else path
@@ -338,6 +346,9 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
             config = FishS2CodecConfig.from_dict(config_dict)
         if decoder_only:
             config.decoder_only = True
+        _check_bytes(config, kwargs.get("dtype", kwargs.get("torch_dtype")), max_model_bytes)
+        if os.path.isdir(location):
+            check_safetensors_files(Path(location))
         return_info = kwargs.pop("output_loading_info", False)
         try:
             model, info = super().from_pretrained(
@@ -361,6 +372,7 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
             mismatched=info["mismatched_keys"],
             hint="is config.json from the same save?",
         )
+        check_finite(model.named_parameters(), location)
         return (model, info) if return_info else model
 
     @classmethod
@@ -371,6 +383,7 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
         decoder_only: bool = False,
         dtype: torch.dtype | str | None = None,
         device_map: str | torch.device | None = None,
+        max_model_bytes: int = MAX_MODEL_BYTES,
         **unsupported,
     ) -> FishS2CodecModel:
         if unsupported:
@@ -385,6 +398,7 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
             )
         if decoder_only:
             config.decoder_only = True
+        _check_bytes(config, dtype, max_model_bytes)
         with torch.device("meta"):
             model = cls(config)
         load_codec_state_dict(model, read_codec_checkpoint(checkpoint), dtype, checkpoint)
@@ -448,6 +462,11 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
         if not bool(torch.isfinite(input_values).all()):
             raise ValueError("input_values contains NaN or infinite samples")
         return input_values.to(self.device, self.dtype)
+
+
+def _check_bytes(config: FishS2CodecConfig, dtype: torch.dtype | str | None, max_model_bytes: int) -> None:
+    """The codec loads in float32 unless ``dtype`` says otherwise."""
+    check_model_bytes("FishS2CodecModel", config.num_parameters, dtype_itemsize(dtype), max_model_bytes)
 
 
 class FishS2CodecStreamingDecoder:

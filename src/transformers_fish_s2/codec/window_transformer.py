@@ -19,6 +19,7 @@ from ..layers import (
     apply_interleaved_rope,
     rope_cos_sin,
     rope_inverse_frequencies,
+    rotation_tables,
 )
 from .stream_state import CodecStreamState
 
@@ -155,8 +156,8 @@ class WindowTransformer(nn.Module):
     def forward(self, x: torch.Tensor, state: CodecStreamState | None = None) -> torch.Tensor:
         start = 0 if state is None else state.get(self, 0)
         positions = torch.arange(start, start + x.shape[-1], device=x.device)
-        cos, sin = rope_cos_sin(
-            positions, rope_inverse_frequencies(self.head_dim, self.rope_base, device=x.device)
+        cos, sin = rotation_tables(
+            *rope_cos_sin(positions, rope_inverse_frequencies(self.head_dim, self.rope_base, device=x.device))
         )
         h = x.transpose(1, 2)
         for layer in self.layers:

@@ -13,9 +13,14 @@ Defaults are the real s2-pro values: ``FishS2Config()`` describes the released m
 
 from __future__ import annotations
 
+import math
+import os
+
 from transformers import PretrainedConfig
 
+from ..checkpoint import FishS2CheckpointError
 from ..config_checks import check_model_size, require
+from ..validation import short_repr
 
 # Official field name → what transformers code expects to read. Shared by both transformer configs.
 _TRANSFORMER_ALIASES = {
@@ -76,11 +81,18 @@ class _FishS2TransformerConfig(PretrainedConfig):
             "n_local_heads",
             "head_dim",
             "intermediate_size",
+            "max_seq_len",
         ):
             value = getattr(self, field)
             require(
-                isinstance(value, int) and value > 0,
-                f"{name}.{field} must be a positive integer, got {value!r}",
+                _is_int(value) and value > 0,
+                f"{name}.{field} must be a positive integer, got {short_repr(value)}",
+            )
+        for field in ("rope_base", "norm_eps"):  # 0 or a negative value makes NaN hidden states, silently
+            value = getattr(self, field)
+            require(
+                _is_real(value) and math.isfinite(value) and value > 0,
+                f"{name}.{field} must be a finite number > 0, got {short_repr(value)}",
             )
         require(
             self.n_head % self.n_local_heads == 0,
@@ -163,12 +175,13 @@ class FishS2FastTransformerConfig(_FishS2TransformerConfig):
 
     def _validate_transformer(self) -> None:
         require(
-            isinstance(self.num_codebooks, int) and self.num_codebooks > 0,
-            f"FishS2FastTransformerConfig.num_codebooks must be a positive integer, got {self.num_codebooks!r}",
+            _is_int(self.num_codebooks) and self.num_codebooks > 0,
+            "FishS2FastTransformerConfig.num_codebooks must be a positive integer, got "
+            f"{short_repr(self.num_codebooks)}",
         )
         require(
-            isinstance(self.text_dim, int) and self.text_dim > 0,
-            f"FishS2FastTransformerConfig.text_dim must be a positive integer, got {self.text_dim!r}",
+            _is_int(self.text_dim) and self.text_dim > 0,
+            f"FishS2FastTransformerConfig.text_dim must be a positive integer, got {short_repr(self.text_dim)}",
         )
         super()._validate_transformer()
         require(
@@ -211,9 +224,28 @@ class FishS2Config(PretrainedConfig):
         super().__post_init__(**kwargs)  # builds the sub-configs from dicts
         self._validate()
 
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> tuple[dict, dict]:
+        """transformers' reader, but a missing ``config.json`` (or one without the two sub-configs) is an error:
+        transformers would build the defaults, the full 4.56 B-parameter s2-pro, and random-initialise it."""
+        where = os.path.join(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        missing = [key for key in ("text_config", "audio_decoder_config") if not config_dict.get(key)]
+        if missing:
+            raise FishS2CheckpointError(
+                f"{os.path.join(where, 'config.json')} is missing or incomplete (no {' / '.join(missing)}): the "
+                "checkpoint is not complete; download it again"
+            )
+        return config_dict, kwargs
+
     @property
     def num_codebooks(self) -> int:
         return self.audio_decoder_config.num_codebooks
+
+    @property
+    def num_parameters(self) -> int:
+        """Parameter count of the whole model (slow + fast AR), computed from the config."""
+        return self.text_config.num_parameters + self.audio_decoder_config.num_parameters
 
     @property
     def codebook_size(self) -> int:
@@ -221,6 +253,9 @@ class FishS2Config(PretrainedConfig):
 
     def _validate(self) -> None:
         text, fast = self.text_config, self.audio_decoder_config
+        for field in ("semantic_start_token_id", "semantic_end_token_id"):
+            value = getattr(self, field)
+            require(_is_int(value), f"{field} must be an integer token id, got {short_repr(value)}")
         require(
             fast.text_dim == text.dim,
             f"audio_decoder_config.text_dim ({fast.text_dim}) must equal text_config.dim ({text.dim}): the fast AR is "
@@ -239,6 +274,15 @@ class FishS2Config(PretrainedConfig):
         for field in ("eos_token_id", "pad_token_id", "audio_pad_token_id"):
             value = getattr(self, field)
             require(
-                value is None or 0 <= value < text.vocab_size,
-                f"{field}={value} is outside the text vocabulary [0, {text.vocab_size})",
+                value is None or (_is_int(value) and 0 <= value < text.vocab_size),
+                f"{field} must be one integer token id in the text vocabulary [0, {text.vocab_size}), got "
+                f"{short_repr(value)}",
             )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

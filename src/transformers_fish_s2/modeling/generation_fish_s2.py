@@ -26,6 +26,7 @@ from transformers import GenerationConfig, GenerationMixin
 from transformers.generation.streamers import BaseStreamer
 from transformers.utils import ModelOutput, logging
 
+from ..checkpoint import pipeline_processor_error
 from ..validation import audio_codes_or_zeros, is_integer_tensor
 from .decode_session import FishS2DecodeSession
 from .generation_options import FishS2GenerationConfig, merge_generation_config
@@ -152,6 +153,7 @@ class FishS2GenerationMixin(GenerationMixin):
             decode session).
         """
         config = merge_generation_config(self.generation_config, generation_config, kwargs)
+        self._refuse_pipeline_without_processor(audio_codes)
         input_ids, audio_codes, attention_mask = self._check_prompt(input_ids, audio_codes, attention_mask)
         batch_size, prompt_length = input_ids.shape
         if streamer is not None and batch_size != 1:
@@ -199,6 +201,18 @@ class FishS2GenerationMixin(GenerationMixin):
         if not config.return_dict_in_generate:
             return sequences
         return FishS2GenerateOutput(sequences=sequences, lengths=lengths, eos_reached=eos_reached)
+
+    def _refuse_pipeline_without_processor(self, audio_codes: torch.Tensor | None) -> None:
+        """``pipeline("text-to-speech")`` swallows a processor that fails to load (a truncated ``codec.pth``, a
+        codec config that does not match it) and feeds bare tokenizer ids here; it would then return codes as
+        "audio" with ``sampling_rate=None``. The processor always passes ``audio_codes``, and records its loading
+        error for this case."""
+        error = pipeline_processor_error(self.name_or_path) if audio_codes is None else None
+        if error is not None:
+            raise ValueError(
+                f"pipeline('text-to-speech') is running without the FishS2Processor of {self.name_or_path!r}, "
+                f"whose loading failed: {error}"
+            )
 
     def _check_prompt(
         self,

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, StaticCache, StaticLayer
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -33,18 +33,22 @@ from transformers.utils import ModelOutput, can_return_tuple
 
 from ..checkpoint import (
     FishS2CheckpointError,
+    check_finite,
     check_safetensors_files,
     local_checkpoint_dir,
     raise_on_mismatch,
+    require_file,
 )
+from ..config_checks import MAX_MODEL_BYTES, check_model_bytes
 from ..layers import (
     FishS2FeedForward,
     FishS2RMSNorm,
     apply_interleaved_rope,
     rope_cos_sin,
     rope_inverse_frequencies,
+    rotation_tables,
 )
-from ..validation import audio_codes_or_zeros
+from ..validation import HUB_KWARGS, audio_codes_or_zeros, dtype_itemsize
 from .configuration_fish_s2 import FishS2Config, FishS2FastTransformerConfig, FishS2TextConfig
 from .generation_fish_s2 import FishS2GenerationMixin
 from .quantization_defaults import with_default_skip_modules
@@ -85,13 +89,15 @@ class FishS2Output(ModelOutput):
 def rotary_cos_sin(
     config: TransformerConfig, position_ids: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference-rounded RoPE cos/sin ``[B, T, head_dim/2]`` for ``position_ids [B, T]``.
+    """Reference-rounded RoPE rotation tables ``[B, T, 1, head_dim]`` (:func:`rotation_tables`, broadcast over
+    heads) for ``position_ids [B, T]``.
 
     The inverse frequencies are recomputed per call (64 values) rather than kept in a buffer, so a
     ``model.to(torch.bfloat16)`` can never round them.
     """
     inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_base, device=position_ids.device)
-    return rope_cos_sin(position_ids, inv_freq)
+    cos, sin = rotation_tables(*rope_cos_sin(position_ids, inv_freq))
+    return cos.unsqueeze(-2), sin.unsqueeze(-2)
 
 
 def seek_static_cache(cache: Cache, slot: torch.Tensor | int) -> None:
@@ -142,11 +148,10 @@ class FishS2Attention(nn.Module):
         self.num_key_value_groups = config.n_head // config.num_key_value_heads
         self.scaling = config.head_dim**-0.5
         self.is_causal = True
-        self.split_sizes = [
-            h * config.head_dim
-            for h in (config.n_head, config.num_key_value_heads, config.num_key_value_heads)
-        ]
-        self.wqkv = nn.Linear(config.dim, sum(self.split_sizes), bias=config.attention_qkv_bias)
+        self.head_splits = (config.n_head, config.num_key_value_heads, config.num_key_value_heads)
+        self.wqkv = nn.Linear(
+            config.dim, sum(self.head_splits) * config.head_dim, bias=config.attention_qkv_bias
+        )
         self.wo = nn.Linear(config.n_head * config.head_dim, config.dim, bias=config.attention_o_bias)
         # The reference uses torch's own RMSNorm here (not the fp32-then-cast one): keep its exact numerics.
         self.q_norm = nn.RMSNorm(config.head_dim, eps=config.norm_eps) if config.attention_qk_norm else None
@@ -161,15 +166,17 @@ class FishS2Attention(nn.Module):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = hidden_states.shape
-        query, key, value = self.wqkv(hidden_states).split(self.split_sizes, dim=-1)
-        query = query.view(batch, length, self.num_heads, self.head_dim)
-        key = key.view(batch, length, self.num_key_value_heads, self.head_dim)
-        value = value.view(batch, length, self.num_key_value_heads, self.head_dim).transpose(1, 2)
-        if self.q_norm is not None:
-            query, key = self.q_norm(query), self.k_norm(key)
+        heads = self.wqkv(hidden_states).view(batch, length, -1, self.head_dim)  # [B, T, H + 2·KV heads, D]
         cos, sin = position_embeddings
-        query = apply_interleaved_rope(query.transpose(1, 2), cos, sin)
-        key = apply_interleaved_rope(key.transpose(1, 2), cos, sin)
+        if self.q_norm is None:  # queries and keys rotated in one call
+            query_key = apply_interleaved_rope(heads[:, :, : -self.num_key_value_heads], cos, sin)
+            query, key = query_key.split((self.num_heads, self.num_key_value_heads), dim=2)
+        else:
+            query, key, _ = heads.split(self.head_splits, dim=2)
+            query = apply_interleaved_rope(self.q_norm(query), cos, sin)
+            key = apply_interleaved_rope(self.k_norm(key), cos, sin)
+        value = heads[:, :, -self.num_key_value_heads :]
+        query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
 
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
@@ -303,12 +310,28 @@ class FishS2PreTrainedModel(PreTrainedModel):
         behaviour for shapes (re-initialise and warn); missing/unexpected keys are always an error.
         A ``quantization_config`` without its own skip list gets the package's rule (fast AR and output head stay
         unquantized; :mod:`transformers_fish_s2.quantization`).
+
+        Before anything is built, ``config.json`` must be a regular file (a missing one would make transformers
+        build the default s2-pro) and the weights the config describes must fit ``max_model_bytes`` (default
+        :data:`~transformers_fish_s2.config_checks.MAX_MODEL_BYTES`, counted in the dtype being loaded). Weights
+        with NaN/inf values or non-floating dtypes are refused.
         """
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
+        max_model_bytes = kwargs.pop("max_model_bytes", MAX_MODEL_BYTES)
         if kwargs.get("quantization_config") is not None:
             kwargs["quantization_config"] = with_default_skip_modules(kwargs["quantization_config"])
         local_dir = local_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
+        config = kwargs.get("config")
+        if not isinstance(config, PretrainedConfig):
+            if local_dir is not None and config is None:
+                require_file(local_dir / "config.json")
+            location = {key: kwargs[key] for key in (*HUB_KWARGS, "subfolder") if key in kwargs}
+            config = cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **location)
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        check_model_bytes(
+            cls.__name__, config.num_parameters, dtype_itemsize(dtype, config.dtype), max_model_bytes
+        )
         key_to_file = check_safetensors_files(local_dir) if local_dir is not None else {}
         try:
             model, loading_info = super().from_pretrained(
@@ -332,6 +355,7 @@ class FishS2PreTrainedModel(PreTrainedModel):
             key_to_file=key_to_file,
             hint="is config.json from the same checkpoint?",
         )
+        check_finite(model.named_parameters(), pretrained_model_name_or_path)
         return (model, loading_info) if output_loading_info else model
 
 
@@ -384,6 +408,7 @@ class FishS2FastTransformer(FishS2PreTrainedModel):
         self.layers = nn.ModuleList(FishS2DecoderLayer(config, i) for i in range(config.n_layer))
         self.norm = FishS2RMSNorm(config.dim, eps=config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self._step_constants: dict[tuple, tuple] = {}  # see _positions
         self.post_init()
 
     def embed_codes(self, codes: torch.LongTensor) -> torch.Tensor:
@@ -407,7 +432,12 @@ class FishS2FastTransformer(FishS2PreTrainedModel):
             [self.project_in(hidden_states)[:, None], self.embed_codes(codes[:, :-1])], dim=1
         )
         position_ids = torch.arange(num_codebooks, device=inputs_embeds.device)[None]
-        return self.output(self._run(inputs_embeds, position_ids, cache=None))
+        mask = create_causal_mask(
+            config=self.config, inputs_embeds=inputs_embeds, attention_mask=None, cache=None
+        )
+        return self.output(
+            self._run(inputs_embeds, rotary_cos_sin(self.config, position_ids), mask, cache=None)
+        )
 
     def decode_step(
         self, inputs_embeds: torch.Tensor, position: torch.LongTensor | int, past_key_values: Cache
@@ -428,12 +458,8 @@ class FishS2FastTransformer(FishS2PreTrainedModel):
                 f"positions), got {tuple(inputs_embeds.shape)}"
             )
         seek_static_cache(past_key_values, position)
-        offsets = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)
-        if isinstance(position, torch.Tensor):
-            position_ids = position.reshape(1, 1).to(device=inputs_embeds.device, dtype=torch.long) + offsets
-        else:
-            position_ids = (offsets + position)[None]
-        hidden_states = self._run(inputs_embeds, position_ids, cache=past_key_values)
+        rotation, mask = self._positions(inputs_embeds, position, past_key_values)
+        hidden_states = self._run(inputs_embeds, rotation, mask, cache=past_key_values)
         return self.output(hidden_states[:, -1])
 
     def make_fast_cache(
@@ -451,14 +477,40 @@ class FishS2FastTransformer(FishS2PreTrainedModel):
         )
         return cache
 
+    def _positions(
+        self, inputs_embeds: torch.Tensor, position: torch.LongTensor | int, cache: Cache
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """RoPE tables and causal mask of positions ``position …`` for :meth:`decode_step` (after the seek).
+
+        Every row attends causally over the same slots, so both are made for one row (they broadcast over the
+        batch) and depend only on the position, the length, the dtype, the device and the attention
+        implementation: for an int position they are made once and reused every frame (a compiled step folds
+        them instead).
+        """
+        device, length = inputs_embeds.device, inputs_embeds.shape[1]
+        key = (position, length, inputs_embeds.dtype, device, self.config._attn_implementation)
+        reuse = isinstance(position, int) and not torch.compiler.is_compiling()
+        if reuse and key in self._step_constants:
+            return self._step_constants[key]
+        position_ids = torch.as_tensor(position, device=device).reshape(1, 1) + torch.arange(
+            length, device=device
+        )
+        mask = create_causal_mask(
+            config=self.config, inputs_embeds=inputs_embeds[:1], attention_mask=None, cache=cache
+        )
+        constants = rotary_cos_sin(self.config, position_ids), mask
+        if reuse:
+            self._step_constants[key] = constants
+        return constants
+
     def _run(
-        self, inputs_embeds: torch.Tensor, position_ids: torch.LongTensor, cache: Cache | None
+        self,
+        inputs_embeds: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache: Cache | None,
     ) -> torch.Tensor:
         """The blocks and the final norm (the output head is left to the caller)."""
-        mask = create_causal_mask(
-            config=self.config, inputs_embeds=inputs_embeds, attention_mask=None, cache=cache
-        )
-        position_embeddings = rotary_cos_sin(self.config, position_ids)
         hidden_states = inputs_embeds
         for layer in self.layers:
             hidden_states = layer(
@@ -485,6 +537,10 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
     Inputs are token ids ``[B, T]`` plus the codes of the audio frames they carry ``[B, num_codebooks, T]``
     (zeros at text positions), as built by ``FishS2Processor``.
     """
+
+    accepts_loss_kwargs = False
+    """The loss is a mean per batch (``num_items_in_batch`` is not taken): tells the ``Trainer`` to divide it by the
+    gradient-accumulation steps itself and not to pass loss keywords into ``forward``."""
 
     cpu_weight_layout: bool = True
     """Let a decode session on the CPU lay fp32 linear weights out column-major (:meth:`optimize_for_cpu_decoding`);
@@ -619,7 +675,9 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         if labels is not None:
             if kept_hidden.shape[1] != hidden_states.shape[1]:
                 raise ValueError("`labels` needs logits for every position: leave `logits_to_keep` at 0.")
-            slow_loss, fast_loss, fast_logits = self._training_loss(hidden_states, logits, labels, audio_codes)
+            slow_loss, fast_loss, fast_logits = self._training_loss(
+                hidden_states, logits, labels, audio_codes
+            )
             loss = slow_loss + fast_loss
 
         return FishS2Output(

@@ -23,6 +23,7 @@ Reference behaviour reproduced on purpose (quirks included):
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -76,6 +77,12 @@ class ReservedTokens:
         return match.group(0) if match else None
 
 
+def is_blank(text: str) -> bool:
+    """True when ``text`` has nothing to speak: only whitespace and invisible format characters (zero-width
+    space/joiners, word joiner, BOM, soft hyphen: Unicode category Cf), which ``str.strip`` keeps."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in text)
+
+
 def validate_text(
     text: object,
     *,
@@ -86,7 +93,7 @@ def validate_text(
     """Check a user-supplied text and return it; raise a ValueError/TypeError saying what is wrong.
 
     Rejects non-strings, text that is not encodable as UTF-8 (lone surrogates), empty or
-    whitespace-only text (speaker tags alone count as empty), speaker tags whose id is not a non-negative integer, and (unless
+    whitespace-only text (speaker tags and zero-width characters alone count as empty), speaker tags whose id is not a non-negative integer, and (unless
     ``allow_control_tokens``) any reserved token. ``name`` names the argument in the message.
     """
     if not isinstance(text, str):
@@ -98,7 +105,7 @@ def validate_text(
             f"{name} is not valid Unicode text: character {error.start} is a lone surrogate "
             f"({text[error.start]!r}) that cannot be encoded as UTF-8"
         ) from None
-    if not text.strip():
+    if is_blank(text):
         raise ValueError(f"{name} is empty or only whitespace; there is nothing to speak")
     start = text.find(_SPEAKER_TAG_START)
     while start != -1:
@@ -109,7 +116,7 @@ def validate_text(
                 "expected <|speaker:N|> with N a non-negative integer"
             )
         start = text.find(_SPEAKER_TAG_START, start + 1)
-    if not SPEAKER_TAG.sub("", text).strip():
+    if is_blank(SPEAKER_TAG.sub("", text)):
         raise ValueError(f"{name} has only speaker tags and whitespace; there is nothing to speak")
     if reserved is not None and not allow_control_tokens:
         token = reserved.find(text)

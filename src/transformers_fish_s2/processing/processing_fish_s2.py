@@ -20,6 +20,7 @@ import torch
 from transformers import AutoTokenizer, BatchFeature, ProcessorMixin
 from transformers.utils import cached_file
 
+from ..checkpoint import record_pipeline_processor_error, require_file
 from ..codec import FishS2CodecModel
 from ..validation import HUB_KWARGS
 from . import audio as audio_io
@@ -463,8 +464,23 @@ class FishS2Processor(ProcessorMixin):
         ``cache_dir``, ``token``, ``local_files_only``, ``subfolder``) are passed on.
         """
         # Passed by AutoProcessor and pipeline() to every component; model-only options (the codec stays fp32).
-        for key in ("_from_auto", "_from_pipeline", "code_revision", "dtype", "torch_dtype", "device_map"):
+        from_pipeline = kwargs.pop("_from_pipeline", None)
+        for key in ("_from_auto", "code_revision", "dtype", "torch_dtype", "device_map"):
             kwargs.pop(key, None)
+        if not from_pipeline:
+            return cls._load_files(pretrained_model_name_or_path, codec_config, load_codec, kwargs)
+        try:  # pipeline() hides this error and carries on without us: record it for the model's generate()
+            processor = cls._load_files(pretrained_model_name_or_path, codec_config, load_codec, kwargs)
+        except Exception as error:
+            record_pipeline_processor_error(str(pretrained_model_name_or_path), error)
+            raise
+        record_pipeline_processor_error(str(pretrained_model_name_or_path), None)
+        return processor
+
+    @classmethod
+    def _load_files(
+        cls, pretrained_model_name_or_path: str | os.PathLike, codec_config, load_codec: bool, kwargs: dict
+    ) -> FishS2Processor:
         trust_remote_code = kwargs.pop("trust_remote_code", None)
         hub = {key: value for key in _HUB_KWARGS if (value := kwargs.pop(key, None)) is not None}
         init_names = ("max_length", "num_codebooks", "codebook_size", "chunk_length", "reference_cache_size")
@@ -485,6 +501,7 @@ class FishS2Processor(ProcessorMixin):
         try:  # everything that may touch the Hub, so that offline/unknown-repo errors say what was loading
             processor_file = locate("processor_config.json")
             config_file = None if processor_file else locate("config.json")
+            _check_tokenizer_file(name, subfolder)
             tokenizer = AutoTokenizer.from_pretrained(
                 name, subfolder=subfolder, trust_remote_code=trust_remote_code, **hub
             )
@@ -497,6 +514,12 @@ class FishS2Processor(ProcessorMixin):
             raise OSError(f"cannot load FishS2Processor from {name!r}: {error}") from error
         except ValueError as error:  # e.g. a corrupt tokenizer.json
             raise ValueError(f"cannot load FishS2Processor from {name!r}: {error}") from error
+        except Exception as error:
+            if (
+                type(error) is not Exception
+            ):  # the tokenizers library raises bare Exceptions ("Model missing")
+                raise
+            raise ValueError(f"cannot load FishS2Processor from {name!r}: tokenizer.json: {error}") from error
 
         settings = {}
         if processor_file is not None:
@@ -548,6 +571,15 @@ class FishS2Processor(ProcessorMixin):
         return files
 
 
+def _check_tokenizer_file(name: str, subfolder: str) -> None:
+    """Require a local checkpoint's ``tokenizer.json``: without it transformers falls back to a tokenizer built from
+    ``tokenizer_config.json`` alone (99 added tokens, no vocabulary) that turns every text into no tokens. (A Hub
+    repo without it is caught by :class:`~.prompt.PromptEncoder`'s check that text makes tokens.)"""
+    local = Path(name, subfolder)
+    if local.is_dir():
+        require_file(local / "tokenizer.json")
+
+
 def _read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as handle:
+    with open(require_file(path), encoding="utf-8") as handle:
         return json.load(handle)

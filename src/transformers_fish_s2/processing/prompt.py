@@ -85,6 +85,10 @@ class PromptEncoder:
             size += 1
         self.semantic_start_id = first
         self.semantic_vocab_size = size
+        if not self.text_ids("Hello"):
+            raise ValueError(
+                "the tokenizer turns text into no tokens: its vocabulary is missing (an incomplete tokenizer.json?)"
+            )
 
     def text_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)

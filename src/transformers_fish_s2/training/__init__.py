@@ -1,8 +1,8 @@
 """Fine-tuning S2 with ``peft`` LoRA and the transformers ``Trainer`` (docs/fine-tuning.md).
 
 ``examples`` turns clips and transcripts into training examples, ``collator`` pads them, ``lora`` holds the
-default adapter targets, ``trainer`` wires the ``Trainer``. ``peft`` is imported only by ``lora`` and
-``trainer`` (the ``train`` extra).
+default adapter targets, ``trainer`` wires the ``Trainer``, ``adapter`` saves and pushes the adapter folder.
+``peft`` is imported only by ``lora``, ``trainer`` and ``adapter`` (the ``train`` extra).
 """
 
 from .collator import FishS2DataCollator

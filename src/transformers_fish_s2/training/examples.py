@@ -119,12 +119,14 @@ def prepare_examples(
     sampling_rate: int | None = None,
     references: Sequence[dict] | dict | None = None,
     allow_control_tokens: bool = False,
+    names: Sequence[str] | None = None,
 ) -> list[Example]:
     """Training examples for parallel lists of transcripts and clips (paths, file bytes or arrays).
 
     All transcripts are checked first, then every clip is read and checked, and only then encoded, so a bad
     item anywhere fails before the codec runs. ``sampling_rate`` applies to array clips; ``references`` is
-    shared by every example.
+    shared by every example. Errors call item ``i`` ``texts[i]``/``audios[i]``, or ``names[i]`` when given
+    (e.g. the clip's file name).
     """
     texts, audios = _as_list(texts, "texts"), _as_list(audios, "audios")
     if len(texts) != len(audios):
@@ -133,15 +135,21 @@ def prepare_examples(
         )
     if not texts:
         raise ValueError("the training set is empty: give at least one (transcript, clip) pair")
-    reserved = processor.prompt_encoder.reserved
-    for i, text in enumerate(texts):
-        validate_text(text, name=f"texts[{i}]", reserved=reserved, allow_control_tokens=allow_control_tokens)
-    waveforms = [
-        load_clip(processor, audio, sampling_rate, name=f"audios[{i}]") for i, audio in enumerate(audios)
-    ]
+    if names is not None and len(names) != len(texts):
+        raise ValueError(f"names has {len(names)} items for {len(texts)} examples")
+    text_names = (
+        [f"texts[{i}]" for i in range(len(texts))] if names is None else [f"{n} (transcript)" for n in names]
+    )
+    audio_names = [f"audios[{i}]" for i in range(len(texts))] if names is None else list(names)
     encode = ClipEncoder(processor)
+    reserved = processor.prompt_encoder.reserved
+    for text, name in zip(texts, text_names):
+        validate_text(text, name=name, reserved=reserved, allow_control_tokens=allow_control_tokens)
+    waveforms = [
+        load_clip(processor, audio, sampling_rate, name=name) for audio, name in zip(audios, audio_names)
+    ]
     examples = []
-    for i, (text, waveform) in enumerate(zip(texts, waveforms)):
+    for text, waveform, name in zip(texts, waveforms, audio_names):
         try:
             examples.append(
                 build_training_example(
@@ -153,7 +161,7 @@ def prepare_examples(
                 )
             )
         except ValueError as error:
-            raise ValueError(f"example {i}: {error}") from None
+            raise ValueError(f"{name}: {error}") from None
     return examples
 
 
