@@ -20,6 +20,7 @@ from .cli import (
     CLIError,
     _add_model_options,
     _check_codes_path,
+    _generation_kwargs,
     _load,
     add_dtype_option,
     check_codes_match_checkpoint,
@@ -292,34 +293,6 @@ def _load_reference(spec: tuple[Path, str | None], processor) -> dict:
     if text is None and stored is None:
         raise CLIError(f"{str(audio)!r} stores no transcript; pass --reference-text for it")
     return {"text": stored if text is None else text, "codes": codes}
-
-
-def _generation_kwargs(args: argparse.Namespace) -> dict:
-    """The generate options from the command line, checked with the same table generate uses."""
-    from .modeling.generation_options import FISH_S2_GENERATION_DEFAULTS, check_options
-
-    sampling = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}
-    kwargs = {key: value for key, value in sampling.items() if value is not None}
-    if args.greedy:
-        if kwargs:
-            raise CLIError(
-                f"--greedy takes the most likely token; it cannot be combined with {sorted(kwargs)}"
-            )
-        kwargs["do_sample"] = False
-    if args.max_new_tokens is not None:
-        if args.max_new_tokens < 1:
-            raise CLIError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-        kwargs["max_new_tokens"] = args.max_new_tokens
-    if args.chunk_length is not None and args.chunk_length < 1:
-        raise CLIError(f"--chunk-length must be at least 1, got {args.chunk_length}")
-    if args.seed is not None and args.seed < 0:
-        raise CLIError(f"--seed must be >= 0, got {args.seed}")
-    try:
-        check_options({**FISH_S2_GENERATION_DEFAULTS, **kwargs})
-    except ValueError as error:
-        option = str(error).removeprefix("generation config: ").split(" ", 1)
-        raise CLIError(f"--{option[0].replace('_', '-')} {option[1]}") from None
-    return kwargs
 
 
 class _ChunkProgress:
