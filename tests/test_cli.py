@@ -183,3 +183,77 @@ def test_malformed_command_lines_exit_2_and_traceback_flag_reraises(capsys, monk
     monkeypatch.chdir(tmp_path)
     with pytest.raises(HubAccessError, match="not an existing folder"):
         main(["--traceback", "speak", "hi", "--model", "./no-such-checkpoint"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one-line errors for broken checkpoints, closed stdin and full disks
+# ---------------------------------------------------------------------------------------------------------
+
+
+def broken_copy(folder: Path, breakage: str) -> Path:
+    import json
+    import shutil
+
+    shutil.copytree(TINY, folder, ignore=shutil.ignore_patterns("expected"))
+    if breakage == "{} as tokenizer.json":
+        (folder / "tokenizer.json").write_text("{}")
+    elif breakage == "codec.pth with integer tensors":
+        state = torch.load(folder / "codec.pth", weights_only=True)
+        torch.save({key: value.long() for key, value in state.items()}, folder / "codec.pth")
+    elif breakage == "list-valued eos_token_id":
+        config = json.loads((folder / "config.json").read_text())
+        config["eos_token_id"] = [5, 6]
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("{} as tokenizer.json", r"cannot load FishS2Processor from .*: tokenizer.json: Model missing"),
+        ("codec.pth with integer tensors", r"codec.pth stores \d+ weight\(s\) with a non-floating dtype: .* and \d+ more\. Weights are"),
+        ("list-valued eos_token_id", r"eos_token_id must be one integer token id in the text vocabulary \[0, 512\), got \[5, 6\]"),
+    ],
+)  # fmt: skip
+def test_broken_checkpoints_end_in_one_line(tmp_path, capsys, breakage, message):
+    import re
+
+    folder = broken_copy(tmp_path / "s2", breakage)
+    assert main(["speak", "Hi.", "-o", str(tmp_path / "out.wav"), "--model", str(folder), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and re.search(message, err.splitlines()[-1]), err[-3000:]
+    assert len(err.splitlines()[-1]) < 1000 and not (tmp_path / "out.wav").exists()
+
+
+def test_closed_or_undecodable_standard_input_ends_in_one_line(tmp_path, monkeypatch, capsys):
+    import io
+
+    output = str(tmp_path / "out.wav")
+    monkeypatch.setattr(sys, "stdin", None)  # what Python sets when file descriptor 0 is closed
+    assert main(["speak", "-", "-o", output, *MODEL]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "fish-s2 speak: error: standard input is closed; give the text as an argument or with --text-file"
+    )
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe bad"), encoding="utf-8"))
+    assert main(["speak", "-", "-o", output, *MODEL]) == 1
+    assert "standard input is not UTF-8 text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stream", [[], ["--stream"]], ids=["whole file", "--stream"])
+def test_a_full_disk_ends_in_one_line_and_leaves_no_file(tmp_path, stream):
+    import resource
+    import signal
+
+    def small_files() -> None:  # files over 20 kB fail with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "transformers_fish_s2.cli", "speak", TEXT, "-o", "out.wav", *stream, *MODEL, *GREEDY],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=small_files,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("fish-s2 speak: error: cannot write audio to 'out.wav'") and "disk full" in last
+    assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ from conftest import TINY, expected_tensors
 from transformers.generation.streamers import BaseStreamer
 
 from transformers_fish_s2.codec import FishS2CodecModel
-from transformers_fish_s2.modeling.audio_streamer import FishS2AudioStreamer
+from transformers_fish_s2.modeling.audio_streamer import FishS2AudioStreamer, StreamCancelled
 from transformers_fish_s2.processing import generate_long
 
 
@@ -110,3 +110,88 @@ def test_streamer_without_frames_yields_nothing(codec):
     streamer = FishS2AudioStreamer(codec)
     streamer.end()
     assert list(streamer) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# failures reach the consumer; cancellation; one streamer per call
+# ---------------------------------------------------------------------------------------------------------
+
+
+def consume_in_thread(target, streamer, on_chunk=None) -> tuple[list, BaseException | None, dict]:
+    """Run ``target`` in a thread while this thread consumes ``streamer`` (the documented loop); return the chunks,
+    the error the loop raised (or None) and what the thread returned or raised."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["output"] = target()
+        except BaseException as error:
+            result["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    chunks, raised = [], None
+    try:
+        for chunk in streamer:
+            chunks.append(chunk)
+            if on_chunk is not None:
+                on_chunk(streamer)
+    except BaseException as error:
+        raised = error
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    return chunks, raised, result
+
+
+def test_a_failing_generate_ends_the_stream_with_its_error(model, codec, prompt):
+    streamer = FishS2AudioStreamer(codec, timeout=60)  # a hang fails the test instead of blocking it
+    chunks, raised, result = consume_in_thread(
+        lambda: model.generate(*prompt, max_new_tokens=4, top_p=1.5, streamer=streamer), streamer
+    )
+    assert chunks == [] and isinstance(raised, ValueError) and "top_p must be in (0, 1]" in str(raised)
+    assert result["error"] is raised
+
+    plain = RecordingStreamer(model)  # a streamer without fail() is ended
+    with pytest.raises(ValueError, match="top_p"):
+        model.generate(*prompt, max_new_tokens=4, top_p=1.5, streamer=plain)
+    assert plain.ends == 1
+
+
+def test_a_chunk_failing_in_generate_long_ends_the_stream_with_its_error(model, codec, prompt):
+    class Conversation:
+        calls = 0
+
+        def prompt_for(self, text):
+            Conversation.calls += 1
+            if Conversation.calls == 2:
+                raise ValueError("the prompt is 600 tokens but the model context is 512 tokens")
+            return prompt[0][0], prompt[1][0]
+
+        def append_generated(self, text, codes):
+            pass
+
+    processor = SimpleNamespace(
+        conversation=lambda references: Conversation(), chunk_text=lambda text, chunk_length=None: ["a", "b"]
+    )
+    streamer = FishS2AudioStreamer(codec, first_chunk_frames=1, chunk_frames=1, timeout=60)
+    run = lambda: generate_long(model, processor, "x", do_sample=False, max_new_tokens=3, streamer=streamer)  # noqa: E731
+    chunks, raised, result = consume_in_thread(run, streamer)
+    assert len(chunks) == 3  # the first chunk's frames come out, then the error
+    assert isinstance(raised, ValueError) and "model context is 512" in str(raised) and result["error"] is raised
+
+
+def test_cancel_stops_generate_between_frames(model, codec, prompt):
+    streamer = FishS2AudioStreamer(codec, first_chunk_frames=2, chunk_frames=2, timeout=60)
+    run = lambda: model.generate(*prompt, do_sample=False, max_new_tokens=48, streamer=streamer)  # noqa: E731
+    chunks, raised, result = consume_in_thread(run, streamer, on_chunk=lambda s: s.cancel())
+    assert isinstance(result["error"], StreamCancelled) and raised is result["error"]
+    assert sum(len(chunk) for chunk in chunks) < 34 * codec.config.frame_length  # 34 frames uncancelled
+    assert int(model.generate(*prompt, do_sample=False, max_new_tokens=48).lengths[0]) == 34  # the model is fine
+
+
+def test_a_streamer_serves_one_call_and_refuses_a_second(model, codec, prompt):
+    streamer = FishS2AudioStreamer(codec)
+    first = model.generate(*prompt, do_sample=False, max_new_tokens=4, streamer=streamer)
+    assert sum(len(chunk) for chunk in streamer) == int(first.lengths[0]) * codec.config.frame_length
+    with pytest.raises(RuntimeError, match=r"already ended; use a new streamer for each generate\(\) call"):
+        model.generate(*prompt, do_sample=False, max_new_tokens=4, streamer=streamer)

@@ -1,8 +1,9 @@
 """fish-s2 synthesize: the dataset loads with ``datasets``, every row equals a seeded solo generate(), and
 neither a SIGKILL + restart nor two processes change a single byte of it.
 
-One 40-row job (two voices, a few frames per row) is run in-process once and compared with solo calls; the
-command runs in subprocesses only where a process boundary is the point (kill, restart, two processes).
+One 40-row job (two voices, a few frames per row) is run in-process once, uninterrupted, and compared with
+solo calls; the command runs in subprocesses only where a process boundary is the point (kill, restart, two
+processes), and must write the same bytes as the in-process run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile
@@ -114,19 +116,7 @@ def test_forty_rows_two_voices_load_with_datasets_and_equal_solo_generate(job, i
     assert manifest["rows"] == ROWS and len(manifest["shards"]) == ROWS // SHARD_SIZE
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(job, in_process) -> Path:
-    """The job run once by the command, start to end."""
-    out = job["folder"] / "uninterrupted"
-    run_command(command(job, out))
-    return out
-
-
-def test_command_equals_the_python_api(uninterrupted, in_process):
-    assert rows_of(uninterrupted) == rows_of(in_process)
-
-
-def test_killed_with_sigkill_and_restarted_equals_an_uninterrupted_run(job, uninterrupted):
+def test_killed_with_sigkill_and_restarted_equals_an_uninterrupted_run(job, in_process):
     out = job["folder"] / "killed"
     shards = out / "data"
     process = subprocess.Popen(command(job, out), env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -145,11 +135,11 @@ def test_killed_with_sigkill_and_restarted_equals_an_uninterrupted_run(job, unin
 
     restarted = run_command(command(job, out))
     assert f"({written} shards already written)" in restarted.stderr
-    assert rows_of(out) == rows_of(uninterrupted)
+    assert rows_of(out) == rows_of(in_process)  # the command, killed and restarted = the API, uninterrupted
     assert not list(shards.glob(".*")), "no temporary file is left behind"
 
 
-def test_two_processes_under_accelerate_equal_one_process(job, uninterrupted):
+def test_two_processes_under_accelerate_equal_one_process(job, in_process):
     out = job["folder"] / "two-processes"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -159,11 +149,11 @@ def test_two_processes_under_accelerate_equal_one_process(job, uninterrupted):
     done = run_command(command(job, out, *launcher))
     for process in ("1/2", "2/2"):  # both processes made rows (5 shards each)
         assert f"process {process}: {ROWS // 2} rows" in done.stderr, done.stderr[-2000:]
-    assert rows_of(out) == rows_of(uninterrupted)
+    assert rows_of(out) == rows_of(in_process)
 
 
-def test_restart_with_other_options_is_refused(job, uninterrupted, capsys):
-    args = [*job["args"], "-o", str(uninterrupted)]
+def test_restart_with_other_options_is_refused(job, in_process, capsys):
+    args = [*job["args"], "-o", str(in_process)]
     args[args.index("--max-new-tokens") + 1] = "5"
     assert cli_main(["synthesize", *args]) == 1
     assert "holds another job (different generation)" in capsys.readouterr().err
@@ -190,3 +180,38 @@ def test_push_to_hub_offline_fails_before_synthesis(job, tmp_path, capsys):
     assert cli_main(["synthesize", *job["args"], "-o", str(tmp_path / "out"), "--push-to-hub", "me/x"]) == 1
     assert "offline mode is on (HF_HUB_OFFLINE)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_option_the_engine_refuses_names_the_row(job, model, processor, tmp_path):
+    rows = read_rows(job["input"], voices=job["voices"])[:2]
+    with pytest.raises(ValueError, match="row 0: .*temperature"):
+        synthesize(model, processor, rows, tmp_path / "out", generation={"temperature": -1.0})
+    assert not list((tmp_path / "out" / "data").glob("*.parquet"))
+
+
+def test_jsonl_csv_txt_and_a_saved_dataset_give_the_same_rows(tmp_path):
+    import datasets
+
+    texts = ["First line.", "Second, with a comma.", "Third."]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n\n" for t in texts))
+    (tmp_path / "a.csv").write_text("text\n" + "".join(f'"{t}"\n' for t in texts))
+    (tmp_path / "a.txt").write_text("\n\n".join(texts) + "\n")
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "saved"))
+    expected = [(i, t, None, 7 + i, None) for i, t in enumerate(texts)]
+    for source in ("a.jsonl", "a.csv", "a.txt", "saved"):
+        rows = read_rows(tmp_path / source, seed=7)
+        assert [(r.id, r.text, r.voice, r.seed, r.references) for r in rows] == expected, source
+
+
+def test_reference_clip_columns_resolve_relative_to_the_input(tmp_path):
+    (tmp_path / "clips").mkdir()
+    soundfile.write(tmp_path / "clips" / "me.wav", np.zeros(4410, dtype="float32"), 44100)
+    (tmp_path / "a.csv").write_text(
+        "text,reference_audio,reference_text,seed\nHi.,clips/me.wav,Hello me.,5\n"
+    )
+    (row,) = read_rows(tmp_path / "a.csv")
+    assert (row.voice, row.seed) == ("clips/me.wav", 5)
+    assert row.references == [{"text": "Hello me.", "audio": str(tmp_path / "clips" / "me.wav")}]
+    (tmp_path / "b.csv").write_text("text,reference_audio,reference_text\nHi.,clips/gone.wav,Hello.\n")
+    with pytest.raises(FileNotFoundError, match="row 0: reference audio not found"):
+        read_rows(tmp_path / "b.csv")

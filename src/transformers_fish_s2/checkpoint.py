@@ -21,6 +21,9 @@ from safetensors import SafetensorError, safe_open
 LISTED_KEYS = 20
 """Keys shown per kind of problem; the rest are counted."""
 
+LISTED_INLINE = 5
+"""Keys shown in a one-line message (bad dtypes, NaN/inf values); the rest are counted."""
+
 MAX_METADATA_FILE_BYTES = 64 * 2**20
 """Largest ``config.json`` / ``tokenizer.json`` / codec config read (64 MiB; s2-pro's tokenizer.json is about
 11 MB, its configs 2 KB). A bigger file is corrupt or hostile and would only cost memory and parse time."""
@@ -149,8 +152,8 @@ def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], checkpoint: str | 
         if not all(bool(part.isfinite().all()) for part in flat.split(FINITE_CHECK_ELEMENTS)):
             bad.append(key)
     if bad:
-        shown = ", ".join(bad[:LISTED_KEYS]) + (
-            f" and {len(bad) - LISTED_KEYS} more" if len(bad) > LISTED_KEYS else ""
+        shown = ", ".join(bad[:LISTED_INLINE]) + (
+            f" and {len(bad) - LISTED_INLINE} more" if len(bad) > LISTED_INLINE else ""
         )
         raise FishS2CheckpointError(
             f"Checkpoint {os.fspath(checkpoint)} has NaN or infinite values in {len(bad)} tensor(s): {shown}. "
@@ -165,8 +168,8 @@ def check_weight_dtypes(dtypes: Mapping[str, str], checkpoint: str | os.PathLike
         key for key, dtype in dtypes.items() if dtype.upper().removeprefix("TORCH.") not in FLOAT_DTYPES
     )
     if bad:
-        listed = ", ".join(f"{key} ({dtypes[key]})" for key in bad[:LISTED_KEYS])
-        more = f" and {len(bad) - LISTED_KEYS} more" if len(bad) > LISTED_KEYS else ""
+        listed = ", ".join(f"{key} ({dtypes[key]})" for key in bad[:LISTED_INLINE])
+        more = f" and {len(bad) - LISTED_INLINE} more" if len(bad) > LISTED_INLINE else ""
         raise FishS2CheckpointError(
             f"Checkpoint {os.fspath(checkpoint)} stores {len(bad)} weight(s) with a non-floating dtype: "
             f"{listed}{more}. Weights are float16, bfloat16 or float32; the file is corrupt or not a Fish S2 checkpoint"
@@ -197,10 +200,10 @@ def _index_files(directory: Path, index_path: Path) -> list[str]:
     return files
 
 
-def check_safetensors_files(directory: Path) -> dict[str, str]:
+def check_safetensors_files(directory: Path, *, quantized: bool = False) -> dict[str, str]:
     """Open every safetensors file of a local checkpoint before loading, so a truncated or missing shard, a
-    shard outside the folder or a non-floating weight is reported by name. Returns ``{tensor key: file name}``
-    for :func:`raise_on_mismatch`."""
+    shard outside the folder or a non-floating weight (unless the checkpoint is ``quantized``: its packed weights
+    are integers) is reported by name. Returns ``{tensor key: file name}`` for :func:`raise_on_mismatch`."""
     index_path = directory / "model.safetensors.index.json"
     if index_path.exists():
         files = _index_files(directory, index_path)
@@ -220,7 +223,8 @@ def check_safetensors_files(directory: Path) -> dict[str, str]:
                 f"{directory / file} is not a readable safetensors file ({err}); it is probably truncated or "
                 "corrupted — download it again"
             ) from err
-    check_weight_dtypes(dtypes, directory)
+    if not quantized:
+        check_weight_dtypes(dtypes, directory)
     return key_to_file
 
 

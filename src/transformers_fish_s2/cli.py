@@ -29,10 +29,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .files import atomic_output
+from .files import atomic_output, check_writable
 from .hub import DEFAULT_MODEL_ID
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -59,6 +63,28 @@ class CLIError(Exception):
     """A mistake in the command line or its inputs; printed without a stack trace."""
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that cleanup runs (temporary files, the generation thread) before
+    ``fish-s2`` exits with status 143. A ``BaseException`` like ``KeyboardInterrupt``, so no handler swallows it."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while a command runs (main thread only: signals go there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Codes files (``fish-s2 encode`` writes them, ``speak --reference-audio`` and ``decode`` read them)
 # ------------------------------------------------------------------------------------------------------------
@@ -70,6 +96,7 @@ def write_codes_file(
     """Save codes ``[num_codebooks, frames]`` as safetensors (key ``codes``), with the transcript, the codec's
     sample rate and the checkpoint name in the metadata (so another checkpoint can tell it was not made by it)."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     metadata = {"format": CODES_FORMAT, "sampling_rate": str(sampling_rate)}
@@ -77,12 +104,15 @@ def write_codes_file(
         metadata["text"] = text
     if model is not None:
         metadata["model"] = model
-    with atomic_output(path) as temporary:
-        save_file(
-            {CODES_KEY: torch.as_tensor(codes, dtype=torch.long).contiguous()},
-            str(temporary),
-            metadata=metadata,
-        )
+    try:
+        with atomic_output(path) as temporary:
+            save_file(
+                {CODES_KEY: torch.as_tensor(codes, dtype=torch.long).contiguous()},
+                str(temporary),
+                metadata=metadata,
+            )
+    except SafetensorError as error:  # e.g. a full disk
+        raise OSError(f"cannot write codes to {str(path)!r}: {error}") from error
 
 
 def read_codes_file(path: str | os.PathLike):
@@ -297,10 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         _prepare(args)
-        args.run(args)
+        with _sigterm_raises():
+            args.run(args)
     except KeyboardInterrupt:
         print("fish-s2: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("fish-s2: terminated", file=sys.stderr)
+        return 143
     except (CLIError, ValueError, OSError) as error:
         if args.traceback:
             raise
@@ -350,11 +384,16 @@ def configure_output(*, quiet: bool = False, verbose: bool = False) -> None:
 
 
 def check_output_path(path: Path, option: str, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> None:
-    """Refuse an output file whose extension or folder is wrong before anything is loaded."""
+    """Refuse, before anything is loaded, an output file whose extension is wrong or whose folder is missing,
+    read-only or full."""
     if path.suffix.lower() not in extensions:
         raise CLIError(f"{option} {str(path)!r}: use one of the extensions {', '.join(extensions)}")
     if not path.parent.is_dir():
         raise CLIError(f"{option} {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    try:
+        check_writable(path)
+    except OSError as error:
+        raise CLIError(f"{option}: {error}") from None
 
 
 def _check_codes_path(path: Path, option: str) -> None:
@@ -454,10 +493,9 @@ def _decode(args: argparse.Namespace) -> None:
     codes, metadata = read_codes_and_metadata(args.codes)
     _, processor = _load(args.model, args.device, quantization=None)
     check_codes_match_checkpoint(args.codes, codes, metadata, processor)
-    audio = processor.decode(codes)
-    processor.save_audio(audio, output)
+    samples = processor.save_decoded_audio(codes, output)  # any length, in bounded memory
     logger.info(
-        f"wrote {output}: {len(audio) / processor.sampling_rate:.2f} s of audio ({codes.shape[1]} frames)"
+        f"wrote {output}: {samples / processor.sampling_rate:.2f} s of audio ({codes.shape[1]} frames)"
     )
 
 

@@ -12,8 +12,6 @@ from typing import BinaryIO, Protocol
 
 import numpy as np
 
-from .files import atomic_output
-
 STDOUT = "-"
 STREAM_FORMATS = ("wav", "pcm")
 UNKNOWN_SIZE = 0xFFFFFFFF
@@ -72,14 +70,9 @@ def audio_stream(target: Path, sampling_rate: int, stream_format: str) -> Iterat
     if str(target) == STDOUT:
         yield PcmStreamWriter(sys.stdout.buffer, sampling_rate, wav=stream_format == "wav")
         return
-    import soundfile
+    from .processing.audio import audio_writer
 
-    with (
-        atomic_output(target) as temporary,
-        soundfile.SoundFile(
-            temporary, "w", samplerate=sampling_rate, channels=1, format=target.suffix[1:].upper()
-        ) as sink,
-    ):
+    with audio_writer(target, sampling_rate) as sink:
         yield _FileWriter(sink)
 
 

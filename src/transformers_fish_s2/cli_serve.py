@@ -100,7 +100,7 @@ def _serve(args: argparse.Namespace) -> None:
         compile=args.compile,
     )
     voices_dir = args.voices_dir or default_voices_dir()
-    app = create_app(engine, VoiceStore(voices_dir, sampling_rate=processor.sampling_rate), settings)
+    app = create_app(engine, VoiceStore(voices_dir), settings)
     print(
         f"fish-s2 serve: listening on http://{args.host}:{args.port} | model {args.model} on {model.device} "
         f"({model.dtype}) | max batch size {args.max_batch_size}, queue {args.max_queue_size} | voices in "
@@ -118,13 +118,13 @@ def _voices(args: argparse.Namespace) -> None:
     folder = args.voices_dir or default_voices_dir()
     try:
         if args.action == "list":
-            store = VoiceStore(folder, sampling_rate=0)
+            store = VoiceStore(folder)
             for name in store.names():
                 voice = store.get(name)
                 print(f"{name}\t{voice.codes.shape[1]} frames\t{voice.text}")
             return
         if args.action == "remove":
-            VoiceStore(folder, sampling_rate=0).remove(args.name)
+            VoiceStore(folder).remove(args.name)
             print(f"removed voice {args.name!r} from {folder}", file=sys.stderr)
             return
         check_voice_name(args.name)
@@ -133,11 +133,13 @@ def _voices(args: argparse.Namespace) -> None:
         from .processing.audio import ReferenceEncoder, load_audio
 
         _, processor = _load(args.model, args.device)
-        store = VoiceStore(folder, sampling_rate=processor.sampling_rate)
+        store = VoiceStore(folder)
         store.check_name_available(args.name, overwrite=args.overwrite)
         waveform = load_audio(args.audio, target_rate=processor.sampling_rate, name=str(args.audio))
         codes = ReferenceEncoder(processor.codec, max_entries=0)(waveform)
-        store.add(args.name, codes, args.text, overwrite=args.overwrite)
+        store.add(
+            args.name, codes, args.text, sampling_rate=processor.sampling_rate, overwrite=args.overwrite
+        )
         print(f"saved voice {args.name!r} ({codes.shape[1]} frames) in {folder}", file=sys.stderr)
     except VoiceError as error:
         raise CLIError(str(error)) from None

@@ -22,6 +22,7 @@ from .cli import (
     _check_codes_path,
     _generation_kwargs,
     _load,
+    _Terminated,
     add_dtype_option,
     check_codes_match_checkpoint,
     check_output_path,
@@ -212,13 +213,26 @@ def _read_text(args: argparse.Namespace) -> str:
         except UnicodeDecodeError as error:
             raise CLIError(f"--text-file {str(args.text_file)!r} is not UTF-8 text: {error}") from None
     elif args.text == "-":
-        text = sys.stdin.read()
+        text = _read_stdin()
     else:
         text = args.text
-    if not text.strip():
+    from .processing.markup import is_blank
+
+    if is_blank(text):  # whitespace and zero-width characters only
         raise CLIError("the text to speak is empty")
     _check_no_control_tokens(text, "the text to speak")
     return text.strip()
+
+
+def _read_stdin() -> str:
+    if sys.stdin is None or sys.stdin.closed:
+        raise CLIError("standard input is closed; give the text as an argument or with --text-file")
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError as error:
+        raise CLIError(f"standard input is not UTF-8 text: {error}") from None
+    except OSError as error:
+        raise CLIError(f"cannot read standard input: {error}") from None
 
 
 def _check_no_control_tokens(text: str, what: str) -> None:
@@ -325,6 +339,10 @@ class _ChunkProgress:
         if self.inner is not None:
             self.inner.end()
 
+    def fail(self, error: BaseException) -> None:
+        if self.inner is not None:
+            self.inner.fail(error)
+
     def chunk_done(self, index: int, num_chunks: int, codes) -> None:
         self.chunks_done = index + 1
         self.bar.update(1)
@@ -359,13 +377,19 @@ def _write_whole(processor, output, target: Path, stream_format: str) -> int:
     from .cli_output import write_audio
 
     frames = int(output.lengths[0])
+    if str(target) != STDOUT:  # decoded a bounded chunk at a time, whatever the length
+        return processor.save_decoded_audio(output.sequences[0, :, :frames], target)
     audio = processor.decode(output)[0].numpy() if frames else np.zeros(0, dtype=np.float32)
     write_audio(audio, target, processor.sampling_rate, stream_format)
     return len(audio)
 
 
 def _generate_streaming(model, processor, generate: dict, progress: _ChunkProgress, args, stream_format: str):
-    """Generate in a worker thread and write each decoded chunk as soon as it arrives."""
+    """Generate in a worker thread and write each decoded chunk as soon as it arrives.
+
+    If the main thread stops early (Ctrl-C, SIGTERM, a failed write), the worker is cancelled between two frames
+    and joined before the exception goes on: a thread still inside torch at interpreter exit aborts the process
+    ("terminate called without an active exception")."""
     import torch
 
     from .cli_output import audio_stream
@@ -379,18 +403,32 @@ def _generate_streaming(model, processor, generate: dict, progress: _ChunkProgre
     def work() -> None:
         try:
             result["output"] = generate_long(model, streamer=progress, **generate)
-        except BaseException as error:  # re-raised in the main thread below
-            result["error"] = error
-            streamer.end()
+        except (
+            BaseException
+        ) as error:  # the streamer raises it in the main thread (generate_long told it already)
+            streamer.fail(error)
 
     worker = threading.Thread(target=work, name="fish-s2-generate", daemon=True)
     samples = 0
     with audio_stream(args.output, processor.sampling_rate, stream_format) as sink, torch.no_grad():
         worker.start()
-        for chunk in streamer:
-            sink.write(chunk.numpy())
-            samples += chunk.shape[-1]
-        worker.join()
-        if "error" in result:
-            raise result["error"]
+        try:
+            for chunk in streamer:
+                sink.write(chunk.numpy())
+                samples += chunk.shape[-1]
+        except BaseException:
+            streamer.cancel()
+            _join(worker)
+            raise
+        _join(worker)
     return result["output"], samples
+
+
+def _join(worker: threading.Thread) -> None:
+    """Wait for the generation thread (it stops within a frame once cancelled); a second Ctrl-C or SIGTERM meanwhile
+    must not leave it running."""
+    while worker.is_alive():
+        try:
+            worker.join()
+        except (KeyboardInterrupt, _Terminated):
+            continue

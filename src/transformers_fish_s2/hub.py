@@ -182,6 +182,11 @@ def load_model_and_processor(
     elif isinstance(dtype, str):
         dtype = parse_dtype(dtype)
     quant = quantization_config(quantization, compute_dtype=dtype)
+    if os.path.isfile(os.path.expanduser(name)):
+        raise ValueError(
+            f"{name!r} is a file; pass the checkpoint folder that holds config.json, the weights and the tokenizer "
+            "(or a Hub repo id)"
+        )
     if os.path.isdir(os.path.expanduser(name)):
         name = os.path.expanduser(name)
     hub = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}

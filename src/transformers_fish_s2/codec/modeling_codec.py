@@ -38,6 +38,15 @@ from .quantizer import CodecQuantizer
 from .stream_state import CodecStreamState
 from .window_transformer import LayerScale, WindowTransformer
 
+MAX_DECODE_FRAMES = 16384
+"""Most frames one decode call takes (12.7 minutes at 21.5 frames/s; its audio is 134 MB of float32 per row).
+Longer audio goes through :meth:`FishS2CodecModel.streaming_decoder`, chunk by chunk, in bounded memory."""
+
+DECODE_CHUNK_FRAMES = 256
+"""Frames the decoder runs on at once. Longer inputs are decoded chunk by chunk through the streaming state, so
+memory stays bounded (the released codec needs about 12.5 MB per frame in one float32 pass on CPU, 3.2 GB for a
+chunk) and the audio equals one pass to within float rounding (1e-5)."""
+
 
 @dataclass
 class FishS2CodecEncoderOutput(ModelOutput):
@@ -241,7 +250,8 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
         return FishS2CodecEncoderOutput(audio_codes=codes, audio_code_lengths=-(-lengths // frame_length))
 
     def decode(self, audio_codes: torch.Tensor) -> FishS2CodecDecoderOutput:
-        """Decode codes ``[B, 10, T]`` to audio ``[B, 1, 2048·T]``.
+        """Decode codes ``[B, 10, T]`` to audio ``[B, 1, 2048·T]``, at most :data:`MAX_DECODE_FRAMES` frames (longer
+        audio: :meth:`streaming_decoder`), :data:`DECODE_CHUNK_FRAMES` at a time.
 
         The caller's tensor is never modified. Ids above a codebook's last entry are clamped to it on a
         copy, as the reference does in place (the fast AR's 4096-way head can emit residual ids ≥ 1024,
@@ -412,9 +422,19 @@ class FishS2CodecModel(FishS2CodecPreTrainedModel):
     # ------------------------------------------------------------------------------------------------
 
     def _decode(self, codes: torch.Tensor, state: CodecStreamState | None = None) -> torch.Tensor:
-        if codes.shape[-1] == 0:
+        frames = codes.shape[-1]
+        if frames > MAX_DECODE_FRAMES:
+            raise ValueError(
+                f"audio_codes has {frames} frames; one decode call takes at most {MAX_DECODE_FRAMES} "
+                "(MAX_DECODE_FRAMES): decode longer audio chunk by chunk with codec.streaming_decoder()"
+            )
+        if frames == 0:
             return torch.zeros(codes.shape[0], 1, 0, dtype=self.dtype, device=self.device)
-        return self.decoder(self.quantizer.decode(codes, state), state)
+        if frames <= DECODE_CHUNK_FRAMES:
+            return self.decoder(self.quantizer.decode(codes, state), state)
+        state = CodecStreamState() if state is None else state
+        chunks = codes.split(DECODE_CHUNK_FRAMES, dim=-1)
+        return torch.cat([self.decoder(self.quantizer.decode(chunk, state), state) for chunk in chunks], dim=-1)
 
     def _prepare_codes(self, audio_codes: torch.Tensor) -> torch.Tensor:
         """Validate ``[B, num_codebooks, T]`` integer codes; return an in-range copy on the model's device."""

@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import queue
+import threading
+from dataclasses import dataclass
 
 import torch
 from transformers.generation.streamers import BaseStreamer
 
 _END = object()
+
+
+class StreamCancelled(Exception):
+    """Raised in the generating thread by :meth:`FishS2AudioStreamer.put` after :meth:`~FishS2AudioStreamer.cancel`:
+    it stops ``generate`` between two frames."""
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+def end_stream(streamer: BaseStreamer, error: BaseException | None = None) -> None:
+    """End ``streamer`` after a generation that raised ``error``: a streamer with ``fail`` hands the error on to
+    its consumer, any other is ended, so a consumer's ``for chunk in streamer`` loop never waits forever."""
+    fail = getattr(streamer, "fail", None)
+    if error is not None and callable(fail):
+        fail(error)
+    else:
+        streamer.end()
 
 
 class FishS2AudioStreamer(BaseStreamer):
@@ -25,6 +47,10 @@ class FishS2AudioStreamer(BaseStreamer):
         thread.start()
         for chunk in streamer:
             play(chunk)
+
+    When ``generate`` fails, the loop raises its error (:meth:`fail`) instead of waiting for frames that never
+    come. :meth:`cancel` stops the generation between two frames (for Ctrl-C, a client that went away). A streamer
+    serves one ``generate`` (or ``generate_long``) call: after :meth:`end`, :meth:`put` refuses more frames.
 
     Args:
         codec: a ``FishS2CodecModel`` (or a processor holding one as ``.codec``).
@@ -52,18 +78,44 @@ class FishS2AudioStreamer(BaseStreamer):
         self._decoder = codec.streaming_decoder(batch_size=1)
         self._incoming: queue.Queue = queue.Queue()
         self._pending: list[torch.Tensor] = []  # received, not yet decoded frames (each [1, C, t])
-        self._ended = False
+        self._failure: _Failure | None = None  # raised by the iterator once the frames before it are out
+        self._ended = False  # the consumer has seen the end
+        self._closed = False  # the producer has ended the stream
+        self._cancelled = threading.Event()
         self.chunks_emitted = 0
 
     def put(self, value: torch.Tensor) -> None:
-        """Queue the codes ``[1, num_codebooks, t]`` of newly generated frames."""
+        """Queue the codes ``[1, num_codebooks, t]`` of newly generated frames.
+
+        Raises :class:`StreamCancelled` after :meth:`cancel`, and ``RuntimeError`` after :meth:`end` (a streamer
+        reused for a second call would continue the first call's audio).
+        """
+        if self._cancelled.is_set():
+            raise StreamCancelled("the consumer cancelled this stream")
+        if self._closed:
+            raise RuntimeError(
+                "this FishS2AudioStreamer has already ended; use a new streamer for each generate() call"
+            )
         if value.dim() != 3 or value.shape[0] != 1:
             raise ValueError(f"expected codes of shape [1, num_codebooks, frames], got {tuple(value.shape)}")
         self._incoming.put(value.detach().to("cpu"))
 
     def end(self) -> None:
         """No more frames: the iterator yields what is left, then stops."""
-        self._incoming.put(_END)
+        self._close(_END)
+
+    def fail(self, error: BaseException) -> None:
+        """The generation failed: the iterator yields what is left, then raises ``error``."""
+        self._close(_Failure(error))
+
+    def cancel(self) -> None:
+        """Ask the generation to stop: its next :meth:`put` raises :class:`StreamCancelled` (safe from any thread)."""
+        self._cancelled.set()
+
+    def _close(self, marker: object) -> None:
+        if not self._closed:  # generate_long and generate may both report one failure
+            self._closed = True
+            self._incoming.put(marker)
 
     def __iter__(self) -> FishS2AudioStreamer:
         return self
@@ -72,11 +124,15 @@ class FishS2AudioStreamer(BaseStreamer):
         wanted = self.first_chunk_frames if self.chunks_emitted == 0 else self.chunk_frames
         while not self._ended and self._pending_frames() < wanted:
             item = self._incoming.get(timeout=self.timeout)
-            if item is _END:
+            if item is _END or isinstance(item, _Failure):
                 self._ended = True
+                self._failure = item if isinstance(item, _Failure) else None
             else:
                 self._pending.append(item)
         if not self._pending:
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure.error
             raise StopIteration
         codes = torch.cat(self._pending, dim=-1)
         chunk, rest = codes[..., :wanted], codes[..., wanted:]

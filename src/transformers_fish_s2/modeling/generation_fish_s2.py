@@ -17,8 +17,11 @@ On CUDA the noise comes from the CUDA generator unless ``sample_noise_on_cpu=Tru
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +31,7 @@ from transformers.utils import ModelOutput, logging
 
 from ..checkpoint import pipeline_processor_error
 from ..validation import audio_codes_or_zeros, is_integer_tensor
+from .audio_streamer import end_stream
 from .decode_session import FishS2DecodeSession
 from .generation_options import FishS2GenerationConfig, merge_generation_config
 from .sampling import FishS2Sampler
@@ -48,6 +52,27 @@ def _stream(streamer: BaseStreamer | None, session: FishS2DecodeSession) -> None
         return
     if session.lengths.item() == session.frame_index.item():  # the frame just made was kept
         streamer.put(session.frame[:, 1:, None].to("cpu", copy=True))  # a copy: the buffer changes next frame
+
+
+def _ends_stream_on_failure(generate: Callable) -> Callable:
+    """Make every failure of ``generate`` (bad options included) end its streamer, handing the error on, so a
+    consumer iterating the streamer in another thread never waits forever."""
+    signature = inspect.signature(generate)
+
+    @functools.wraps(generate)
+    def wrapper(*args, **kwargs):
+        try:
+            return generate(*args, **kwargs)
+        except BaseException as error:
+            try:
+                streamer = signature.bind(*args, **kwargs).arguments.get("streamer")
+            except TypeError:  # the call itself was malformed: there is no streamer to tell
+                streamer = None
+            if streamer is not None:
+                end_stream(streamer, error)
+            raise
+
+    return wrapper
 
 
 @dataclass
@@ -107,6 +132,7 @@ class FishS2GenerationMixin(GenerationMixin):
         with self.generation_lock():
             self.decode_session.release()
 
+    @_ends_stream_on_failure
     @torch.no_grad()
     def generate(
         self,
@@ -135,6 +161,7 @@ class FishS2GenerationMixin(GenerationMixin):
                 ``return_dict_in_generate`` (False returns only ``sequences``), ``compile_config``.
             streamer: receives each kept frame's codes ``[1, num_codebooks, 1]`` as it is made, then ``end()``
                 (batch size 1), e.g. :class:`~transformers_fish_s2.modeling.audio_streamer.FishS2AudioStreamer`.
+                When generate raises, the streamer is ended too: ``fail(error)`` if it has one, else ``end()``.
             compile: run the frame step through ``torch.compile(fullgraph=True)``: inductor, with CUDA graphs on
                 CUDA, or the backend/mode/options of ``generation_config.compile_config`` (a transformers
                 ``CompileConfig``). The first call compiles; later calls in the same cache bucket reuse the graph,

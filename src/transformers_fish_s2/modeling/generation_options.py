@@ -16,6 +16,8 @@ from typing import Any
 
 from transformers import GenerationConfig
 
+from ..validation import short_repr
+
 FISH_S2_GENERATION_DEFAULTS = {
     "do_sample": True,
     "temperature": 0.8,
@@ -31,6 +33,10 @@ FISH_S2_GENERATION_DEFAULTS = {
 """Shipped sampling defaults: the authors' HTTP API values (temperature/top_p 0.8, top_k 30, 1024 frames)
 with their repetition-aware sampling (window 10, fallback temperature 1.0 / top_p 0.9). The reference
 accepts ``repetition_penalty`` but never applies it, hence 1.0 (off)."""
+
+MAX_RAS_WINDOW_SIZE = 1024
+"""Largest ``ras_window_size`` (frames of history, about 48 s; the reference uses 10). The window is a
+``[batch, window]`` buffer compared with every new token, so a hostile value (10^9) would allocate gigabytes."""
 
 FISH_S2_EXTRA_FIELDS = ("ras_window_size", "ras_temperature", "ras_top_p")
 """Options this model adds to ``GenerationConfig`` (repetition-aware sampling)."""
@@ -61,7 +67,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("do_sample", lambda v: isinstance(v, bool), "True or False"),
     Option("max_new_tokens", lambda v: _is_int(v) and v >= 1, "a positive integer"),
     Option("repetition_penalty", lambda v: _is_real(v) and v > 0, "> 0"),
-    Option("ras_window_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    Option(
+        "ras_window_size",
+        lambda v: _is_int(v) and 0 <= v <= MAX_RAS_WINDOW_SIZE,
+        f"an integer in [0, {MAX_RAS_WINDOW_SIZE}] (MAX_RAS_WINDOW_SIZE)",
+    ),
     Option("temperature", lambda v: _is_real(v) and v > 0, "> 0 when sampling", when_sampling=True),
     Option("top_p", lambda v: _is_real(v) and 0 < v <= 1, "in (0, 1]", when_sampling=True),
     Option("top_k", lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 (0 disables it)", True),
@@ -165,4 +175,6 @@ def check_options(values: dict) -> None:
             continue
         value = values.get(option.name)
         if not option.check(value):
-            raise ValueError(f"generation config: {option.name} must be {option.requirement}, got {value!r}")
+            raise ValueError(
+                f"generation config: {option.name} must be {option.requirement}, got {short_repr(value)}"
+            )

@@ -15,6 +15,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ import soundfile
 import soxr
 import torch
 
+from ..codec.modeling_codec import DECODE_CHUNK_FRAMES
 from ..files import atomic_output
 
 logger = logging.getLogger(__name__)
@@ -32,6 +35,10 @@ MAX_AUDIO_SECONDS = 600.0
 """Longest audio accepted as input (10 minutes). Reference clips are typically 5-30 s; the codec encodes a clip
 in one pass (memory grows with its length) and its frames must fit in the prompt, so a longer input is a
 mistake or an attack. Checked from the file header / array length before anything is decoded or resampled."""
+
+MIN_SAMPLING_RATE = 4000
+"""Lowest input sample rate accepted (telephone audio is 8 kHz). A WAV header claiming 1 Hz turns 500 samples into
+500 s of "audio" whose resampling to 44.1 kHz alone took 74 s."""
 
 AudioSource = str | os.PathLike | bytes | np.ndarray | torch.Tensor
 
@@ -53,7 +60,7 @@ def read_audio(
     try:
         with soundfile.SoundFile(handle) as audio_file:
             rate = audio_file.samplerate
-            _check_duration(audio_file.frames, rate, max_seconds, f"{name}: audio file {where}")
+            _check_length_and_rate(audio_file.frames, rate, max_seconds, f"{name}: audio file {where}")
             data = audio_file.read(dtype="float32", always_2d=True)
     except (soundfile.SoundFileError, RuntimeError, TypeError) as error:
         raise ValueError(f"{name}: cannot read audio from {where}: {error}") from None
@@ -86,12 +93,37 @@ def as_mono_float32(audio: np.ndarray | torch.Tensor, *, name: str = "audio") ->
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def _check_duration(samples: int, rate: int, max_seconds: float, what: str) -> None:
+def _check_length_and_rate(samples: int, rate: int, max_seconds: float, what: str) -> None:
+    """Refuse, before decoding or resampling, audio longer than ``max_seconds`` or below :data:`MIN_SAMPLING_RATE`."""
     if samples > max_seconds * rate:
         raise ValueError(
             f"{what} is {samples / rate:.1f} s long; audio inputs are limited to max_seconds={max_seconds:g} s "
             "(MAX_AUDIO_SECONDS); use a shorter clip"
         )
+    if rate < MIN_SAMPLING_RATE:
+        raise ValueError(
+            f"{what} has a sample rate of {rate} Hz; audio inputs need at least {MIN_SAMPLING_RATE} Hz "
+            "(MIN_SAMPLING_RATE)"
+        )
+
+
+def audio_seconds(audio: AudioSource, sampling_rate: int | None = None) -> float | None:
+    """Length in seconds of a file (from its header, nothing decoded) or of an array at ``sampling_rate``; ``None``
+    when it cannot tell (:func:`load_audio` then says why). Lets a caller compare a clip with its budget before
+    paying for decoding, resampling and encoding it."""
+    if isinstance(audio, (str, os.PathLike, bytes)):
+        try:
+            info = soundfile.info(io.BytesIO(audio) if isinstance(audio, bytes) else os.fspath(audio))
+        except (soundfile.SoundFileError, RuntimeError, TypeError, OSError):
+            return None
+        return info.frames / info.samplerate if info.samplerate > 0 else None
+    if (
+        isinstance(audio, (np.ndarray, torch.Tensor))
+        and audio.ndim in (1, 2)
+        and isinstance(sampling_rate, int)
+    ):
+        return max(audio.shape) / sampling_rate if sampling_rate > 0 else None
+    return None
 
 
 def resample(audio: np.ndarray, rate: int, target_rate: int = SAMPLING_RATE) -> np.ndarray:
@@ -131,12 +163,21 @@ def load_audio(
         if sampling_rate is None:
             raise ValueError(f"{name}: sampling_rate is required when the audio is an array or tensor")
         waveform, rate = as_mono_float32(audio, name=name), sampling_rate
-        _check_duration(len(waveform), rate, max_seconds, name)
+        _check_length_and_rate(len(waveform), rate, max_seconds, name)
     else:
         raise TypeError(
             f"{name} must be a file path, file bytes, a numpy array or a torch tensor, got {type(audio).__name__}"
         )
     return resample(waveform, rate, target_rate)
+
+
+def _sound_format(path: Path) -> str:
+    file_format = AUDIO_FORMATS.get(path.suffix.lower())
+    if file_format is None:
+        raise ValueError(
+            f"cannot tell the audio format from {str(path)!r}; use one of the extensions {sorted(AUDIO_FORMATS)}"
+        )
+    return file_format
 
 
 def save_audio(
@@ -149,19 +190,46 @@ def save_audio(
     script's next step still finds its file. The file is written under a temporary name and renamed when
     complete, so a failure leaves no partial file.
     """
-    path = Path(path)
-    file_format = AUDIO_FORMATS.get(path.suffix.lower())
-    if file_format is None:
-        raise ValueError(
-            f"cannot tell the audio format from {str(path)!r}; use one of the extensions {sorted(AUDIO_FORMATS)}"
-        )
     if (audio.numel() if isinstance(audio, torch.Tensor) else np.size(audio)) == 0:
         logger.warning("the audio for %s has no samples; writing an empty file", str(path))
         waveform = np.zeros(0, dtype=np.float32)
     else:
         waveform = as_mono_float32(audio.squeeze() if hasattr(audio, "squeeze") else audio, name="audio")
-    with atomic_output(path) as temporary:
-        soundfile.write(temporary, np.clip(waveform, -1.0, 1.0), sampling_rate, format=file_format)
+    with audio_writer(path, sampling_rate) as sink:
+        sink.write(np.clip(waveform, -1.0, 1.0))
+
+
+def save_decoded_audio(codec, codes: torch.Tensor, path: str | os.PathLike) -> int:
+    """Decode codes ``[num_codebooks, frames]`` of any length into an audio file with the codec's streaming decoder,
+    a bounded chunk at a time, so memory does not grow with the audio (a one-shot decode is capped at
+    ``MAX_DECODE_FRAMES``). Written atomically like :func:`save_audio`; returns the number of samples."""
+    decoder = codec.streaming_decoder()
+    samples = 0
+    with audio_writer(path, codec.config.sampling_rate) as sink:
+        for chunk in codes.split(DECODE_CHUNK_FRAMES, dim=-1):
+            audio = decoder.decode_chunk(chunk[None])[0, 0].to("cpu", torch.float32).numpy()
+            sink.write(np.clip(audio, -1.0, 1.0))
+            samples += len(audio)
+    return samples
+
+
+@contextmanager
+def audio_writer(path: str | os.PathLike, sampling_rate: int) -> Iterator[soundfile.SoundFile]:
+    """A mono ``SoundFile`` writing ``path`` (format from the extension) under a temporary name, renamed over
+    ``path`` when the block succeeds (:func:`~transformers_fish_s2.files.atomic_output`). A failed write (full
+    disk, file size limit, unwritable folder) raises ``OSError`` naming the file, and leaves nothing behind."""
+    path = Path(path)
+    file_format = _sound_format(path)
+    try:
+        with (
+            atomic_output(path) as temporary,
+            soundfile.SoundFile(
+                temporary, "w", samplerate=sampling_rate, channels=1, format=file_format
+            ) as sink,
+        ):
+            yield sink
+    except soundfile.SoundFileError as error:
+        raise OSError(f"cannot write audio to {str(path)!r}: {error} (is the disk full?)") from error
 
 
 class ReferenceEncoder:

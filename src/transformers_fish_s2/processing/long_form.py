@@ -13,6 +13,7 @@ import torch
 from transformers import GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
+from ..modeling.audio_streamer import end_stream
 from ..modeling.generation_fish_s2 import FishS2GenerateOutput
 from ..modeling.generation_options import FISH_S2_GENERATION_DEFAULTS
 
@@ -31,7 +32,7 @@ class _ForwardWithoutEnd(BaseStreamer):
         self.streamer.put(value)
 
     def end(self) -> None:
-        pass
+        pass  # also when a chunk fails: generate_long ends the real streamer, once
 
 
 ChunkCallback = Callable[[int, int, torch.Tensor], None]
@@ -61,14 +62,39 @@ def generate_long(
 
     Returns the chunks' codes concatenated as one row (``sequences [1, num_codebooks, N]``); ``eos_reached``
     is True when every chunk ended with ``<|im_end|>``. A ``streamer`` receives the frames of all chunks, then
-    one ``end()``; ``on_chunk`` is called after each chunk. Keyword arguments are passed to
-    ``model.generate`` for every chunk. Every chunk's text is checked before the first is generated. When a
-    chunk fails, the exception carries the chunks finished before it as ``error.partial_output`` (a
-    ``FishS2GenerateOutput``, or ``None`` when none finished), so their audio is not lost. The model's
-    generation lock is held for all chunks, so the chunks of one text are not interleaved with other
-    threads' calls.
+    one ``end()`` (or, when a chunk fails, ``fail(error)`` if it has one, else ``end()``); ``on_chunk`` is
+    called after each chunk. Keyword arguments are passed to ``model.generate`` for every chunk. Every chunk's
+    text is checked before the first is generated. When a chunk fails, the exception carries the chunks
+    finished before it as ``error.partial_output`` (a ``FishS2GenerateOutput``, or ``None`` when none
+    finished), so their audio is not lost. The model's generation lock is held for all chunks, so the chunks
+    of one text are not interleaved with other threads' calls.
     """
     kwargs.pop("return_dict_in_generate", None)  # always a FishS2GenerateOutput here
+    chunking = {"chunk_length": chunk_length, "split_sentences": split_sentences}
+    try:
+        output = _generate_chunks(
+            model, processor, text, references, chunking, generation_config, streamer, on_chunk, kwargs
+        )
+    except BaseException as error:  # a chunk's prompt or generate: the consumer must not wait forever
+        if streamer is not None:
+            end_stream(streamer, error)
+        raise
+    if streamer is not None:
+        streamer.end()
+    return output
+
+
+def _generate_chunks(
+    model: FishS2ForConditionalGeneration,
+    processor: FishS2Processor,
+    text: str,
+    references: list[dict] | dict | None,
+    chunking: dict,
+    generation_config: GenerationConfig | None,
+    streamer: BaseStreamer | None,
+    on_chunk: ChunkCallback | None,
+    kwargs: dict,
+) -> FishS2GenerateOutput:
     reserve = (
         kwargs.get("max_new_tokens")
         or getattr(generation_config, "max_new_tokens", None)
@@ -79,7 +105,7 @@ def generate_long(
         conversation = processor.conversation(references)
         context = model.config.text_config.max_seq_len
         conversation.max_length = min(conversation.max_length or context, context)
-        chunks = processor.chunk_text(text, chunk_length=chunk_length, split_sentences=split_sentences)
+        chunks = processor.chunk_text(text, **chunking)
         for chunk in chunks:
             conversation.check_text(chunk)
         chunk_streamer = _ForwardWithoutEnd(streamer) if streamer is not None else None
@@ -106,8 +132,6 @@ def generate_long(
             all_ended &= bool(output.eos_reached[0])
             if on_chunk is not None:
                 on_chunk(index, len(chunks), codes)
-    if streamer is not None:
-        streamer.end()
     return _joined(pieces, all_ended)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -282,6 +283,7 @@ class FishS2Processor(ProcessorMixin):
         for refs, ref_names in zip(per_item, names):
             for reference, name in zip(refs, ref_names):
                 self._check_reference(reference, name, allow_control_tokens)
+            self._check_reference_lengths(refs, ref_names)
         encoded = []
         for refs, ref_names in zip(per_item, names):
             encoded.append(
@@ -323,6 +325,29 @@ class FishS2Processor(ProcessorMixin):
                 f"{name} gives audio but this processor has no codec to encode it; load the processor with "
                 "its codec or give the reference as 'codes'"
             )
+
+    def _check_reference_lengths(self, refs: list[Reference], names: list[str]) -> None:
+        """Compare the frames the references will take in the prompt with the context before any of them is
+        decoded, resampled or encoded (a 1 KB WAV whose header says 1 Hz is 500 s of audio: 74 s and 2.5 GB of
+        work, only to fail on the prompt length). Audio lengths come from file headers or array sizes."""
+        if self.max_length is None or self._codec is None:
+            return
+        frame_rate = self._codec.config.frame_rate
+        frames = 0
+        for reference, name in zip(refs, names):
+            if "codes" in reference:
+                frames += reference["codes"].shape[-1]
+                continue
+            seconds = audio_io.audio_seconds(reference["audio"], reference.get("sampling_rate"))
+            if seconds is None:  # unreadable: load_audio says why
+                continue
+            frames += math.ceil(seconds * frame_rate)
+            if frames >= self.max_length:
+                raise ValueError(
+                    f"{name}['audio'] is {seconds:.1f} s long; with the references before it that is {frames} audio frames, "
+                    f"but the model context is {self.max_length} tokens (max_length): the references together "
+                    f"must be shorter than {(self.max_length - 1) / frame_rate:.1f} s"
+                )
 
     def _reference_codes(self, reference: Reference, name: str) -> torch.Tensor:
         if "codes" in reference:
@@ -441,6 +466,15 @@ class FishS2Processor(ProcessorMixin):
     def save_audio(self, audio: torch.Tensor | np.ndarray, path: str | os.PathLike) -> None:
         """Write one waveform at :attr:`sampling_rate`; WAV/FLAC/OGG/MP3 chosen by the file extension."""
         audio_io.save_audio(audio, path, self.sampling_rate)
+
+    def save_decoded_audio(self, audio_codes: torch.Tensor | np.ndarray, path: str | os.PathLike) -> int:
+        """Decode codes ``[num_codebooks, N]`` of any length straight into an audio file, a bounded chunk at a time
+        (:meth:`decode` takes at most ``MAX_DECODE_FRAMES`` frames and holds the whole waveform). Written under a
+        temporary name like :meth:`save_audio`; returns the number of samples written."""
+        if self._codec is None:
+            raise ValueError("this processor has no codec, so it cannot decode audio; load it with its codec")
+        codes = self.prompt_encoder.check_codes(audio_codes, name="audio_codes", allow_empty=True)
+        return audio_io.save_decoded_audio(self._codec, codes, path)
 
     # ------------------------------------------------------------------------------------------------
     # Loading and saving

@@ -47,9 +47,12 @@ def output_rate(audio_format: AudioFormat, sampling_rate: int) -> int:
 
 
 def _pcm16(audio: np.ndarray, sampling_rate: int) -> bytes:
-    """Raw little-endian 16-bit samples, converted exactly as libsndfile converts for WAV and FLAC."""
+    """Raw little-endian 16-bit samples, converted as libsndfile converts for WAV (clipped to [-1, 1] first:
+    libsndfile would wrap a louder sample around)."""
     buffer = io.BytesIO()
-    soundfile.write(buffer, audio, sampling_rate, format="RAW", subtype="PCM_16", endian="LITTLE")
+    soundfile.write(
+        buffer, np.clip(audio, -1.0, 1.0), sampling_rate, format="RAW", subtype="PCM_16", endian="LITTLE"
+    )
     return buffer.getvalue()
 
 
@@ -65,7 +68,7 @@ def encode_audio(audio: np.ndarray, sampling_rate: int, audio_format: AudioForma
     if audio_format.container is None:
         return _pcm16(audio, sampling_rate)
     if audio_format.name == "opus":
-        audio = resample(audio, sampling_rate, OPUS_RATE)
+        audio = np.clip(resample(audio, sampling_rate, OPUS_RATE), -1.0, 1.0)
     elif audio_format.subtype == "PCM_16":  # libsndfile's FLAC rounds differently from its WAV: convert once
         audio = np.frombuffer(_pcm16(audio, sampling_rate), "<i2")
     buffer = io.BytesIO()
@@ -166,7 +169,7 @@ class AudioStreamEncoder:
             return header + _pcm16(chunk, self.sampling_rate)
         if self._resampler is not None:
             chunk = self._resampler.resample_chunk(chunk)
-        self._file.write(chunk)
+        self._file.write(np.clip(chunk, -1.0, 1.0))
         return self._buffer.take()
 
     def finish(self) -> bytes:
@@ -175,7 +178,8 @@ class AudioStreamEncoder:
         if self._file is None:
             return header
         if self._resampler is not None:
-            self._file.write(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            self._file.write(np.clip(tail, -1.0, 1.0))
         self._file.close()
         return self._buffer.take()
 

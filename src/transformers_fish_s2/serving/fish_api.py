@@ -91,6 +91,7 @@ def speech_input(body: TTSBody, service: SpeechService) -> SpeechInput:
         max_new_tokens=body.max_new_tokens or None,  # 0: no limit of its own (the model's default)
         chunk_length=body.chunk_length,
         text_param="text",
+        voice_param="reference_id",
     )
 
 

@@ -111,6 +111,7 @@ class SpeechInput:
     max_new_tokens: int | None = None
     chunk_length: int | None = None
     text_param: str = "input"
+    voice_param: str = "voice"
 
 
 def decode_base64(value: str, param: str) -> bytes:
@@ -123,7 +124,7 @@ def decode_base64(value: str, param: str) -> bytes:
         raise ApiError(400, f"{param} is not valid base64", param=param, code="invalid_base64") from None
 
 
-def engine_error(error: Exception, retry_after: int = 1) -> ApiError:
+def engine_error(error: Exception, retry_after: int = 1, voice_param: str = "voice") -> ApiError:
     """The HTTP answer to an error of ``engine.submit`` or of a request's result."""
     if isinstance(error, InvalidRequestError):
         return ApiError(400, str(error), param=error.field, code="invalid_value")
@@ -133,7 +134,7 @@ def engine_error(error: Exception, retry_after: int = 1) -> ApiError:
         return ApiError(503, str(error), code="unavailable", headers={"Retry-After": str(retry_after)})
     if isinstance(error, VoiceError):  # in a speech request an unknown voice is a bad value, not a lost page
         return ApiError(
-            400 if error.status == 404 else error.status, str(error), param="voice", code="invalid_voice"
+            400 if error.status == 404 else error.status, str(error), param=voice_param, code="invalid_voice"
         )
     return ApiError(500, f"speech generation failed: {error}", code="generation_failed")
 
@@ -212,7 +213,7 @@ class SpeechService:
                 )
             )
         except (InvalidRequestError, QueueFullError, EngineClosedError, VoiceError) as error:
-            raise engine_error(error, self.settings.retry_after_seconds) from None
+            raise engine_error(error, self.settings.retry_after_seconds, speech.voice_param) from None
 
     # --- response side -----------------------------------------------------------------------------
 

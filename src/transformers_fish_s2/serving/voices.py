@@ -74,9 +74,8 @@ class VoiceStore:
     """The voices folder. Safe for the threads of one server; ``fish-s2 voices`` may change the folder
     while a server runs (each lookup reads the file)."""
 
-    def __init__(self, folder: str | os.PathLike, *, sampling_rate: int) -> None:
+    def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
-        self.sampling_rate = sampling_rate
         self._lock = threading.Lock()
 
     def _path(self, name: str) -> Path:
@@ -105,15 +104,18 @@ class VoiceStore:
         if self._path(name).exists() and not overwrite:
             raise VoiceError(f"voice {name!r} already exists; pass overwrite=true to replace it", status=409)
 
-    def add(self, name: str, codes: torch.Tensor, text: str, *, overwrite: bool = False) -> Voice:
-        """Save a voice; an existing name is refused (409) unless ``overwrite``."""
+    def add(
+        self, name: str, codes: torch.Tensor, text: str, *, sampling_rate: int, overwrite: bool = False
+    ) -> Voice:
+        """Save a voice (codes of a codec at ``sampling_rate``); an existing name is refused (409) unless
+        ``overwrite``."""
         path = self._path(name)
         if not isinstance(text, str) or not text.strip():
             raise VoiceError("the voice's transcript (text) is empty; give what is said in the clip")
         with self._lock:
             self.check_name_available(name, overwrite=overwrite)
             self.folder.mkdir(parents=True, exist_ok=True)
-            write_codes_file(path, codes, sampling_rate=self.sampling_rate, text=text.strip())
+            write_codes_file(path, codes, sampling_rate=sampling_rate, text=text.strip())
         return Voice(name, text.strip(), codes)
 
     def remove(self, name: str) -> None:

@@ -78,7 +78,10 @@ async def add_voice(request: Request) -> dict:
     except ValueError as error:
         raise ApiError(400, str(error), param="audio", code="invalid_audio") from None
     try:
-        voice = store.add(fields["name"], codes, fields["text"], overwrite=overwrite in TRUE_VALUES)
+        voice = store.add(
+            fields["name"], codes, fields["text"], sampling_rate=engine.sampling_rate,
+            overwrite=overwrite in TRUE_VALUES,
+        )  # fmt: skip
     except VoiceError as error:
         raise _voice_error(error) from None
     return _describe(voice, engine.processor.codec.config.frame_rate)
@@ -87,7 +90,14 @@ async def add_voice(request: Request) -> dict:
 @router.get("/v1/voices")
 async def list_voices(request: Request) -> dict:
     store: VoiceStore = request.app.state.voices
-    return {"object": "list", "data": [{"name": name} for name in store.names()]}
+    frame_rate = request.app.state.engine.processor.codec.config.frame_rate
+    voices = []
+    for name in store.names():
+        try:
+            voices.append(_describe(store.get(name), frame_rate))
+        except VoiceError:  # removed meanwhile, or unreadable: not listed
+            continue
+    return {"object": "list", "data": voices}
 
 
 @router.get("/v1/voices/{name}")

@@ -52,6 +52,12 @@ def add_synthesize_parser(commands: argparse._SubParsersAction) -> None:
     generation.add_argument("--chunk-length", type=int, help="UTF-8 bytes per chunk of long text")
     run_options = parser.add_argument_group("running and output")
     run_options.add_argument("--batch-size", type=int, default=8, help="rows decoding together per process")
+    run_options.add_argument(
+        "--max-context", type=int, help="KV-cache positions per row (long multi-chunk texts)"
+    )
+    run_options.add_argument(
+        "--compile", action="store_true", help="compile the frame step (CUDA graphs on CUDA)"
+    )
     run_options.add_argument("--shard-size", type=int, default=64, help="rows per Parquet shard (default 64)")
     run_options.add_argument("--audio-format", choices=("wav", "flac"), default="wav",
                              help="wav: 32-bit float, exact; flac: 16-bit, ~4x smaller")  # fmt: skip
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace) -> None:
     summary = synthesize(
         model, processor, rows, args.output,
         generation=generation, shard_size=args.shard_size, max_batch_size=args.batch_size,
+        max_context=args.max_context, compile=args.compile,
         audio_format=args.audio_format, model_name=str(args.model), state=state, progress=show_progress,
     )  # fmt: skip
     print(

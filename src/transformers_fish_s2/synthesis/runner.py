@@ -15,11 +15,11 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..serving import FishS2Engine, SpeechRequest
+from ..serving import FishS2Engine, InvalidRequestError, RequestFailedError, SpeechRequest
 from . import output
 from .inputs import Row
 
@@ -84,6 +84,8 @@ def synthesize(
     generation: dict[str, Any] | None = None,
     shard_size: int = 64,
     max_batch_size: int = 8,
+    max_context: int | None = None,
+    compile: bool = False,
     audio_format: str = "wav",
     model_name: str = "",
     state: ProcessState | None = None,
@@ -95,13 +97,16 @@ def synthesize(
         generation: :class:`SpeechRequest` options for every row (``max_new_tokens``, ``temperature``,
             ``do_sample``, ...); the engine checks them.
         shard_size: rows per Parquet shard, also the work lost at most by a kill (per process).
-        max_batch_size: rows decoding together in this process's engine.
+        max_batch_size, max_context, compile: this process's engine (``max_context``: KV-cache positions per
+            row, raise it for long multi-chunk texts; ``compile``: the compiled frame step, CUDA graphs on CUDA).
         model_name: recorded in job.json and the dataset card; a restart must name the same model.
         state: this process's place among the job's processes (default: the only one).
         progress: a progress bar on stderr (rows, audio-seconds per second, ETA).
     """
     state = state or SingleProcess()
     generation = dict(generation or {})
+    if not rows:
+        raise ValueError("there are no rows to synthesize")
     if any(row.id != index for index, row in enumerate(rows)):
         raise ValueError("rows must be numbered 0, 1, 2, ... in order (as read_rows numbers them)")
     if shard_size < 1:
@@ -110,7 +115,10 @@ def synthesize(
         raise ValueError(f"audio_format must be one of {sorted(output.AUDIO_FORMATS)}, got {audio_format!r}")
     output_dir = output.check_output_dir(output_dir)
     rate = processor.sampling_rate
-    job = _job(rows, generation, shard_size, audio_format, rate, model_name)
+    job = _job(
+        rows, model=model_name, generation=generation, shard_size=shard_size, audio_format=audio_format,
+        sampling_rate=rate, max_context=max_context,
+    )  # fmt: skip
     output.prepare(output_dir, job, main=state.is_main_process)
     state.wait_for_everyone()
 
@@ -121,7 +129,9 @@ def synthesize(
     start = time.perf_counter()
     made_seconds = 0.0
     with (
-        FishS2Engine(model, processor, max_batch_size=max_batch_size) as engine,
+        FishS2Engine(
+            model, processor, max_batch_size=max_batch_size, max_context=max_context, compile=compile
+        ) as engine,
         _Progress(len(mine), state, enabled=progress) as bar,
     ):
         records: list[dict[str, Any]] = []
@@ -137,22 +147,12 @@ def synthesize(
     return Summary(len(mine), made_seconds, len(assigned) - len(todo), time.perf_counter() - start, manifest)
 
 
-def _job(
-    rows: Sequence[Row], generation: dict, shard_size: int, audio_format: str, rate: int, model: str
-) -> dict:
+def _job(rows: Sequence[Row], **settings: Any) -> dict:
     """Everything the output depends on, so that a restart with other inputs or options is refused."""
     digest = hashlib.sha256()
     for row in rows:
         digest.update(json.dumps([row.id, row.text, row.voice, row.seed]).encode())
-    job = {
-        "model": model,
-        "rows": len(rows),
-        "rows_sha256": digest.hexdigest(),
-        "generation": generation,
-        "shard_size": shard_size,
-        "audio_format": audio_format,
-        "sampling_rate": rate,
-    }
+    job = {"rows": len(rows), "rows_sha256": digest.hexdigest(), **settings}
     return json.loads(json.dumps(job))
 
 
@@ -164,17 +164,26 @@ def _results(engine: FishS2Engine, rows: Sequence[Row], generation: dict, *, win
     while True:
         while len(pending) < window and (row := next(upcoming, None)) is not None:
             request = SpeechRequest(row.text, row.references, seed=row.seed, output="audio", **generation)
-            pending.append((row, engine.submit(request)))
+            try:
+                pending.append((row, engine.submit(request)))
+            except InvalidRequestError as error:  # e.g. a prompt longer than the context: say which row
+                raise InvalidRequestError(error.field, f"row {row.id}: {error}") from error
         if not pending:
             return
         row, handle = pending.popleft()
-        yield row, handle.result()
+        try:
+            yield row, handle.result()
+        except RequestFailedError as error:
+            raise RequestFailedError(f"row {row.id} failed: {error}") from error
 
 
 def _record(row: Row, result, rate: int, audio_format: str) -> dict[str, Any]:
     audio = result.audio
     return {
-        **{key: value for key, value in asdict(row).items() if key != "references"},
+        "id": row.id,
+        "text": row.text,
+        "voice": row.voice,
+        "seed": row.seed,
         "audio": {"bytes": output.encode_audio(audio, rate, audio_format), "path": None},
         "duration": len(audio) / rate,
         "frames": result.frames,
