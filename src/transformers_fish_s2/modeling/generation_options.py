@@ -81,6 +81,9 @@ OPTIONS: tuple[Option, ...] = (
 )
 """The options the frame loop implements, in the order they are checked."""
 
+SAMPLING_ONLY = frozenset(option.name for option in OPTIONS if option.when_sampling)
+"""Options that only matter with ``do_sample=True``."""
+
 IMPLEMENTED_FIELDS = frozenset({option.name for option in OPTIONS} | {"compile_config"})
 """``GenerationConfig`` fields ``generate`` reads (``compile_config`` configures ``compile=True``)."""
 
@@ -112,9 +115,11 @@ class FishS2GenerationConfig(GenerationConfig):
     def __init__(self, **kwargs):
         # Set the extra fields ourselves: GenerationConfig drops unknown kwargs when built from a model config.
         extra = {key: kwargs.pop(key, None) for key in FISH_S2_EXTRA_FIELDS}
+        greedy = kwargs.get("do_sample") is False  # sampling defaults would only make GenerationConfig warn
         for key, value in FISH_S2_GENERATION_DEFAULTS.items():
-            if key not in FISH_S2_EXTRA_FIELDS and kwargs.get(key) is None:
-                kwargs[key] = value
+            if key in FISH_S2_EXTRA_FIELDS or kwargs.get(key) is not None or (greedy and key in SAMPLING_ONLY):
+                continue
+            kwargs[key] = value
         super().__init__(**kwargs)
         for key, value in extra.items():
             setattr(self, key, FISH_S2_GENERATION_DEFAULTS[key] if value is None else value)
@@ -149,6 +154,8 @@ def merge_generation_config(
         values.update(_set_fields(generation_config))
     values.update(kwargs)
     check_options(values)
+    if values.get("do_sample") is False:  # unused when greedy; GenerationConfig would warn the user about them
+        values = {key: value for key, value in values.items() if key not in SAMPLING_ONLY}
     return FishS2GenerationConfig(**values)
 
 

@@ -1,0 +1,45 @@
+"""transformers habits that hold for Fish S2: a plain greedy GenerationConfig raises no warning about flags
+the user never set, the audio rate is on ``model.config``, and empty audio is written the same way everywhere."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import soundfile
+import torch
+from transformers import GenerationConfig
+
+from transformers_fish_s2.modeling.generation_options import FishS2GenerationConfig
+
+
+def test_a_plain_greedy_generation_config_warns_about_nothing(model, processor, caplog):
+    inputs = processor("Nice to meet you.")
+    with caplog.at_level(logging.WARNING):
+        greedy = model.generate(
+            **inputs, generation_config=GenerationConfig(do_sample=False), max_new_tokens=4
+        )
+        also_greedy = model.generate(**inputs, do_sample=False, max_new_tokens=4)
+    assert not [record for record in caplog.records if "generation flags" in record.getMessage()]
+    torch.testing.assert_close(greedy.sequences, also_greedy.sequences)
+    assert FishS2GenerationConfig(do_sample=False).temperature is None  # nothing the user did not set
+    assert FishS2GenerationConfig().temperature == 0.8  # sampling keeps the shipped defaults
+
+
+def test_the_sampling_rate_is_on_the_model_config(model, processor):
+    assert (
+        model.config.sampling_rate == processor.codec.config.sampling_rate == processor.sampling_rate == 44100
+    )
+
+
+def test_empty_audio_is_an_empty_file_with_a_warning(processor, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        processor.save_audio(np.zeros(0, np.float32), tmp_path / "empty.wav")
+        processor.save_audio(torch.zeros(1, 0), tmp_path / "empty2.wav")
+    assert (
+        soundfile.info(tmp_path / "empty.wav").frames == 0
+        and soundfile.info(tmp_path / "empty2.wav").frames == 0
+    )
+    assert (
+        sum("has no samples; writing an empty file" in record.getMessage() for record in caplog.records) == 2
+    )
