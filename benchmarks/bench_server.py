@@ -8,13 +8,15 @@ real-size decoder makes 0.2 audio-seconds per second on one CPU thread, so on a 
 would be measured. Every request clones a saved voice (~100 reference frames, a ~200-token prompt) and
 streams 16-bit PCM (``stream_format="audio"``).
 
-For each concurrency ``c`` the load generator keeps ``c`` clients busy (closed loop) until ``--requests``
-requests are done; ``c = 1`` is the same requests sent one at a time. It runs first and again last, to show
-how much the shared machine drifted during the run. Time to first audio = request sent → the first audio
-bytes received.
+For each concurrency ``c`` the load generator runs ``c`` clients in a closed loop (each sends its next request
+when its last one ended) until ``max(--requests, c)`` requests are done; the clients start ``T / c`` apart
+(``T`` = one request alone), as users arrive, rather than all at one instant. ``c = 1`` is the same requests
+sent one at a time. The levels are interleaved over ``--rounds`` passes, so the drift of a shared machine
+hits them alike; each row sums its rounds. Time to first audio = request sent → the first audio bytes
+received.
 
     .venv/bin/python benchmarks/bench_server.py
-    .venv/bin/python benchmarks/bench_server.py --concurrency 1 8 --requests 16 --frames 64
+    .venv/bin/python benchmarks/bench_server.py --concurrency 1 8 --rounds 3 --frames 64
 """
 
 from __future__ import annotations
@@ -94,13 +96,15 @@ def one_request(client: httpx.Client, url: str, index: int, frames: int) -> tupl
     return first, size
 
 
-def load(url: str, concurrency: int, requests: int, frames: int, timeout: float) -> dict:
-    """``concurrency`` clients, each sending its next request as soon as the last one ended."""
+def load(url: str, concurrency: int, requests: int, frames: int, gap: float, timeout: float) -> dict:
+    """``concurrency`` clients, started ``gap`` seconds apart, each sending its next request as soon as its last
+    one ended, until ``requests`` requests are done."""
     pending = list(range(requests))
     lock = threading.Lock()
     ttfa, sizes = [], []
 
-    def client_loop() -> None:
+    def client_loop(start: float) -> None:
+        time.sleep(start)
         with httpx.Client(timeout=timeout) as client:
             while True:
                 with lock:
@@ -113,23 +117,34 @@ def load(url: str, concurrency: int, requests: int, frames: int, timeout: float)
                     sizes.append(size)
 
     began = time.perf_counter()
-    threads = [threading.Thread(target=client_loop) for _ in range(concurrency)]
+    threads = [threading.Thread(target=client_loop, args=(i * gap,)) for i in range(concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout)
-    wall = time.perf_counter() - began
     assert len(sizes) == requests, "the load did not finish in time"
-    audio_seconds = sum(sizes) / 2 / RATE
-    quantiles = statistics.quantiles(ttfa, n=100) if len(ttfa) > 1 else [ttfa[0]] * 99
-    return {"c": concurrency, "wall": wall, "rps": requests / wall, "audio_rate": audio_seconds / wall,
-            "p50": quantiles[49], "p95": quantiles[94]}  # fmt: skip
+    return {
+        "wall": time.perf_counter() - began,
+        "audio": sum(sizes) / 2 / RATE,
+        "ttfa": ttfa,
+        "requests": requests,
+    }
+
+
+def summary(runs: list[dict]) -> dict:
+    """One level over all rounds: totals, and quantiles of every request's time to first audio."""
+    wall = sum(run["wall"] for run in runs)
+    ttfa = [value for run in runs for value in run["ttfa"]]
+    quantiles = statistics.quantiles(ttfa, n=100)
+    return {"wall": wall, "rps": sum(run["requests"] for run in runs) / wall,
+            "audio_rate": sum(run["audio"] for run in runs) / wall, "p50": quantiles[49], "p95": quantiles[94]}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
-    parser.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
+    parser.add_argument("--requests", type=int, default=8, help="requests per level and round (at least c)")
+    parser.add_argument("--rounds", type=int, default=2, help="passes over all levels, interleaved")
     parser.add_argument("--frames", type=int, default=48, help="frames per request (21.5 frames = 1 s)")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
@@ -159,28 +174,36 @@ def main() -> None:
                     raise SystemExit("the benchmark server did not start")
                 time.sleep(0.5)
             url = f"{base}/v1/audio/speech"
-            with httpx.Client(timeout=args.timeout) as client:  # warm-up
-                one_request(client, url, 0, 8)
+            with httpx.Client(timeout=args.timeout) as client:
+                one_request(client, url, 0, 8)  # warm-up
+                began = time.perf_counter()
+                one_request(client, url, 0, args.frames)
+                solo = time.perf_counter() - began  # one request alone: clients start solo / c apart
             levels = list(dict.fromkeys([1, *args.concurrency]))
-            rows = [load(url, c, args.requests, args.frames, args.timeout) for c in levels]
-            rows.append(load(url, 1, args.requests, args.frames, args.timeout))  # drift check
+            runs: dict[int, list[dict]] = {c: [] for c in levels}
+            for _ in range(args.rounds):  # levels interleaved, so the machine's drift hits them alike
+                for c in levels:
+                    count = max(args.requests, c)
+                    runs[c].append(load(url, c, count, args.frames, solo / c, args.timeout))
         finally:
             server.terminate()
             server.wait(60)
 
-    base_row = rows[0]
+    rows = {c: summary(level_runs) for c, level_runs in runs.items()}
+    base = rows[1]
     print(f"small config, CPU, {args.threads} torch thread(s) in the server, max_batch_size {args.max_batch_size}, "
-          f"{args.requests} requests x {args.frames} frames ({args.frames * 2048 / RATE:.2f} s audio) per level; "
+          f"{args.rounds} rounds x max({args.requests}, c) requests x {args.frames} frames "
+          f"({args.frames * 2048 / RATE:.2f} s audio) per level; one request alone {solo:.1f} s; "
           f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
+    per_round = ", ".join(f"{run['audio'] / run['wall']:.3f}" for run in runs[1])
+    print(f"one at a time, audio s/s in each round (drift): {per_round}")
     print(
-        "| concurrency | wall s | requests/s | audio s/s | x one at a time | TTFA p50 ms | TTFA p95 ms | p95 / c=1 |"
+        "| concurrency | requests/s | audio s/s | x one at a time | TTFA p50 ms | TTFA p95 ms | p95 / c=1 |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for index, row in enumerate(rows):
-        label = f"{row['c']}" + (" (again, last)" if index == len(rows) - 1 else "")
-        print(f"| {label} | {row['wall']:.1f} | {row['rps']:.2f} | {row['audio_rate']:.2f} | "
-              f"{row['audio_rate'] / base_row['audio_rate']:.2f} | {1000 * row['p50']:.0f} | {1000 * row['p95']:.0f} | "
-              f"{row['p95'] / base_row['p95']:.2f} |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for c, row in rows.items():
+        print(f"| {c} | {row['rps']:.2f} | {row['audio_rate']:.2f} | {row['audio_rate'] / base['audio_rate']:.2f} | "
+              f"{1000 * row['p50']:.0f} | {1000 * row['p95']:.0f} | {row['p95'] / base['p95']:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -227,7 +227,7 @@ def test_fish_speech_msgpack_request_with_a_reference_clip(server, model, proces
     assert_streamed_close(samples(streamed.content, "wav")[0], pcm16(expected))
 
 
-def test_voices_saved_listed_used_and_removed(server, client, voices_dir):
+def test_voices_saved_listed_used_and_removed(server, client, voices_dir, capsys):
     url = f"{server.url}/v1/voices"
     form = {"name": "alice", "text": REFERENCE_TEXT}
     files = {"audio": ("alice.wav", REFERENCE_WAV.read_bytes(), "audio/wav")}
@@ -255,6 +255,9 @@ def test_voices_saved_listed_used_and_removed(server, client, voices_dir):
                      str(voices_dir), "--model", str(TINY), "--device", "cpu"])  # fmt: skip
     assert code == 0
     assert [voice["name"] for voice in httpx.get(url).json()["data"]] == ["bob"]
+    capsys.readouterr()
+    assert cli_main(["voices", "list", "--voices-dir", str(voices_dir)]) == 0
+    assert capsys.readouterr().out.startswith(f"bob\t{created.json()['frames']} frames\t{REFERENCE_TEXT}")
     assert httpx.delete(f"{url}/bob").json() == {"name": "bob", "deleted": True}
     assert httpx.delete(f"{url}/bob").status_code == 404
 

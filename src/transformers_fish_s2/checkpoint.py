@@ -200,10 +200,10 @@ def _index_files(directory: Path, index_path: Path) -> list[str]:
     return files
 
 
-def check_safetensors_files(directory: Path) -> dict[str, str]:
+def check_safetensors_files(directory: Path, *, quantized: bool = False) -> dict[str, str]:
     """Open every safetensors file of a local checkpoint before loading, so a truncated or missing shard, a
-    shard outside the folder or a non-floating weight is reported by name. Returns ``{tensor key: file name}``
-    for :func:`raise_on_mismatch`."""
+    shard outside the folder or a non-floating weight (unless the checkpoint is ``quantized``: its packed weights
+    are integers) is reported by name. Returns ``{tensor key: file name}`` for :func:`raise_on_mismatch`."""
     index_path = directory / "model.safetensors.index.json"
     if index_path.exists():
         files = _index_files(directory, index_path)
@@ -223,7 +223,8 @@ def check_safetensors_files(directory: Path) -> dict[str, str]:
                 f"{directory / file} is not a readable safetensors file ({err}); it is probably truncated or "
                 "corrupted — download it again"
             ) from err
-    check_weight_dtypes(dtypes, directory)
+    if not quantized:
+        check_weight_dtypes(dtypes, directory)
     return key_to_file
 
 

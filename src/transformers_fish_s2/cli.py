@@ -52,10 +52,16 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+SIGTERM_CLEANUP_COMMANDS = ("speak", "encode", "decode")
+"""Commands that write files and so turn SIGTERM into a clean exit (143); others (``serve``: uvicorn drains and
+re-raises the signal itself) keep the default handling."""
+
+
 @contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into :class:`_Terminated` while a command runs (main thread only: signals go there)."""
-    if threading.current_thread() is not threading.main_thread():
+def _sigterm_raises(command: str) -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while a file-writing command runs (main thread only: signals go
+    there)."""
+    if command not in SIGTERM_CLEANUP_COMMANDS or threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -279,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help (0) or a malformed command line (2, message already printed)
         return int(exit_.code or 0)
     try:
-        with _sigterm_raises():
+        with _sigterm_raises(args.command):
             args.run(args)
     except KeyboardInterrupt:
         print("fish-s2: interrupted", file=sys.stderr)

@@ -332,7 +332,8 @@ class FishS2PreTrainedModel(PreTrainedModel):
         check_model_bytes(
             cls.__name__, config.num_parameters, dtype_itemsize(dtype, config.dtype), max_model_bytes
         )
-        key_to_file = check_safetensors_files(local_dir) if local_dir is not None else {}
+        quantized = getattr(config, "quantization_config", None) is not None  # a saved quantized checkpoint
+        key_to_file = check_safetensors_files(local_dir, quantized=quantized) if local_dir is not None else {}
         try:
             model, loading_info = super().from_pretrained(
                 pretrained_model_name_or_path,

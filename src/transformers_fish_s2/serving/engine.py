@@ -625,7 +625,9 @@ class FishS2Engine:
 
 
 class _AudioWorker:
-    """The thread that decodes streamed audio, one request's pending chunks at a time (FIFO over requests)."""
+    """The thread that decodes streamed audio, one request's pending chunks at a time: requests whose first
+    chunk is not out yet go first (in arrival order), since that chunk sets their time to first audio and is
+    short; then the others, FIFO."""
 
     def __init__(self, engine: FishS2Engine) -> None:
         self._engine = engine
@@ -645,7 +647,15 @@ class _AudioWorker:
     def notify(self, job: _Job) -> None:
         with self._cond:
             if job not in self._pending:
-                self._pending.append(job)
+                if job.first_chunk_at is None:
+                    pending = self._pending
+                    index = next(
+                        (i for i, other in enumerate(pending) if other.first_chunk_at is not None),
+                        len(pending),
+                    )
+                    pending.insert(index, job)
+                else:
+                    self._pending.append(job)
                 self._cond.notify()
 
     def stop(self) -> None:
