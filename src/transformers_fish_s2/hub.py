@@ -47,10 +47,11 @@ def looks_like_local_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def explain_hub_error(error: BaseException, name: str) -> str | None:
-    """A user-facing explanation of why ``name`` could not be loaded from the Hub, or ``None`` when ``error`` is
-    not a Hub access problem. Looks through the chain of causes: transformers wraps huggingface_hub's errors in
-    ``OSError`` and the processor wraps those again."""
+def explain_hub_error(error: BaseException, name: str, *, action: str = "load") -> str | None:
+    """A user-facing explanation of why ``name`` could not be loaded from (``action="load"``) or uploaded to
+    (``action="upload"``) the Hub, or ``None`` when ``error`` is not a Hub access problem. Looks through the
+    chain of causes: transformers wraps huggingface_hub's errors in ``OSError`` and the processor wraps those
+    again."""
     from huggingface_hub.errors import (
         GatedRepoError,
         HFValidationError,
@@ -65,6 +66,14 @@ def explain_hub_error(error: BaseException, name: str) -> str | None:
         chain.append(error)
         error = error.__cause__ or error.__context__
     text = " ".join(str(e) for e in chain).lower()
+    unreachable = (
+        any(isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)) for e in chain)
+        or "couldn't connect to" in text
+        or "offline mode" in text
+    )
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if action == "upload":
+        return _explain_upload_error(chain, text, name, unreachable=unreachable, offline=offline)
     local = (
         "download it once where the Hub is reachable "
         f"(`hf download {name} --local-dir ./{name.rsplit('/', 1)[-1]}`) and pass that folder instead of the "
@@ -77,13 +86,13 @@ def explain_hub_error(error: BaseException, name: str) -> str | None:
             f"https://huggingface.co/{name} and log in (`hf auth login`, or set HF_TOKEN), or use a local copy "
             "of the checkpoint by passing its folder."
         )
-    if (
-        any(isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)) for e in chain)
-        or "couldn't connect to" in text
-        or "offline mode" in text
-    ):
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        why = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the Hugging Face Hub cannot be reached"
+    if unreachable:
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE)"
+            if offline
+            else "the Hugging Face Hub cannot be reached (set HF_HUB_OFFLINE=1 to skip the network retries "
+            "when working offline)"
+        )
         return f"cannot load {name!r}: {why} and it is not in the local cache. To use it, {local}."
     if any(isinstance(e, HFValidationError) for e in chain) or (
         looks_like_local_path(name) and not os.path.exists(os.path.expanduser(name))
@@ -99,16 +108,39 @@ def explain_hub_error(error: BaseException, name: str) -> str | None:
     return None
 
 
+def _explain_upload_error(
+    chain: list, text: str, name: str, *, unreachable: bool, offline: bool
+) -> str | None:
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+    if unreachable:
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE); unset it to upload"
+            if offline
+            else "the Hugging Face Hub cannot be reached; upload again when it is (the model is unchanged)"
+        )
+        return f"cannot upload to {name!r}: {why}. To keep the files meanwhile, save_pretrained to a folder."
+    if any(isinstance(e, HFValidationError) for e in chain):
+        return f"cannot upload to {name!r}: not a valid Hub repo id (expected 'user/name')."
+    if any(isinstance(e, HfHubHTTPError) for e in chain) and any(code in text for code in ("401", "403")):
+        return (
+            f"cannot upload to {name!r}: not logged in or no write access; log in with a write token "
+            "(`hf auth login`, or set HF_TOKEN)."
+        )
+    return None
+
+
 @contextmanager
-def hub_errors(name: str | os.PathLike) -> Iterator[None]:
+def hub_errors(name: str | os.PathLike, *, action: str = "load") -> Iterator[None]:
     """Re-raise Hub access failures inside the block as :class:`HubAccessError` with :func:`explain_hub_error`'s
-    message (the original error stays attached as the cause); other errors pass through unchanged."""
+    message for ``action`` (``"load"`` or ``"upload"``; the original error stays attached as the cause);
+    other errors pass through unchanged."""
     try:
         yield
     except HubAccessError:
         raise
     except (OSError, ValueError) as error:
-        message = explain_hub_error(error, str(name))
+        message = explain_hub_error(error, str(name), action=action)
         if message is None:
             raise
         raise HubAccessError(message) from error
@@ -328,7 +360,7 @@ def push_to_hub(
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    with hub_errors(repo_id):
+    with hub_errors(repo_id, action="upload"):
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         with tempfile.TemporaryDirectory() as folder:
             save_for_hub(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -25,6 +26,8 @@ import torch
 
 from ..codec.modeling_codec import DECODE_CHUNK_FRAMES
 from ..files import atomic_output
+
+logger = logging.getLogger(__name__)
 
 SAMPLING_RATE = 44100
 AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
@@ -182,9 +185,16 @@ def save_audio(
 ) -> None:
     """Write one waveform; the format (WAV 16-bit, FLAC, OGG Vorbis, MP3) follows the file extension.
 
-    The file is written under a temporary name and renamed when complete, so a failure leaves no partial file.
+    Empty audio (a generation that produced no frames) is written as a valid file of zero samples, with a
+    warning: the one rule for empty audio everywhere (the processor, the pipeline's callers, the CLI), so a
+    script's next step still finds its file. The file is written under a temporary name and renamed when
+    complete, so a failure leaves no partial file.
     """
-    waveform = as_mono_float32(audio.squeeze() if hasattr(audio, "squeeze") else audio, name="audio")
+    if (audio.numel() if isinstance(audio, torch.Tensor) else np.size(audio)) == 0:
+        logger.warning("the audio for %s has no samples; writing an empty file", str(path))
+        waveform = np.zeros(0, dtype=np.float32)
+    else:
+        waveform = as_mono_float32(audio.squeeze() if hasattr(audio, "squeeze") else audio, name="audio")
     with audio_writer(path, sampling_rate) as sink:
         sink.write(np.clip(waveform, -1.0, 1.0))
 

@@ -25,9 +25,17 @@ from ..checkpoint import record_pipeline_processor_error, require_file
 from ..codec import FishS2CodecModel
 from ..validation import HUB_KWARGS
 from . import audio as audio_io
-from .markup import DEFAULT_CHUNK_LENGTH, DEFAULT_MAX_TURNS, Markup, parse_markup, validate_text
+from .markup import (
+    DEFAULT_CHUNK_LENGTH,
+    DEFAULT_MAX_TURNS,
+    SPEAKER_TAG,
+    Markup,
+    parse_markup,
+    validate_text,
+)
 from .markup import chunk_text as split_into_chunks
 from .prompt import FishS2Conversation, PromptEncoder
+from .sentences import sentence_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -195,21 +203,26 @@ class FishS2Processor(ProcessorMixin):
         return self._pad(prompts, return_tensors)
 
     def chunk_text(
-        self, text: str, *, chunk_length: int | None = None, max_turns: int = DEFAULT_MAX_TURNS
+        self,
+        text: str,
+        *,
+        chunk_length: int | None = None,
+        max_turns: int = DEFAULT_MAX_TURNS,
+        split_sentences: bool = False,
     ) -> list[str]:
-        """Split ``text`` into the chunks the reference generates one after the other (long text in
-        docs/reference-behaviour.md).
+        """Split ``text`` into the chunks generated one after the other (long text in
+        docs/reference-behaviour.md, long-form in docs/long-text.md).
 
-        No speaker tags: one chunk. Otherwise speaker turns grouped into chunks of at most ``max_turns``
-        turns and ``chunk_length`` UTF-8 bytes (default ``self.chunk_length``). Text before the first speaker
-        tag is dropped, as in the reference.
+        Speaker turns are grouped into chunks of at most ``max_turns`` turns and ``chunk_length`` UTF-8 bytes
+        (default ``self.chunk_length``); text before the first speaker tag is dropped, as in the reference. A
+        text without speaker tags is one chunk, as in the reference, unless ``split_sentences``: then it is
+        cut into chunks of whole sentences of at most ``chunk_length`` bytes (:mod:`.sentences`).
         """
         validate_text(text)
-        return split_into_chunks(
-            text,
-            chunk_length=self.chunk_length if chunk_length is None else chunk_length,
-            max_turns=max_turns,
-        )
+        chunk_length = self.chunk_length if chunk_length is None else chunk_length
+        if split_sentences and not SPEAKER_TAG.search(text):
+            return sentence_chunks(text, chunk_length)
+        return split_into_chunks(text, chunk_length=chunk_length, max_turns=max_turns)
 
     def parse_markup(self, text: str) -> Markup:
         """The speaker turns and inline ``[tags]`` of ``text``."""
