@@ -314,7 +314,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MODEL_ID,
         help=f"checkpoint folder or Hub repo id (default {DEFAULT_MODEL_ID})",
     )
-    parser.add_argument("--device", help="cuda, cuda:1, cpu, mps, ... (default: cuda if available)")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu, mps, ... (default: cuda, else mps, else cpu)")
 
 
 def main(argv: list[str] | None = None) -> int:

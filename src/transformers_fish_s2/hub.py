@@ -6,7 +6,7 @@
 * :func:`model_card` writes the README of a checkpoint (``library_name: transformers``, ``pipeline_tag:
   text-to-speech``, usage through this package, the audio format, the license of the weights).
 * :func:`save_for_hub` and :func:`push_to_hub` write or upload model + processor + card in one folder / commit.
-  ``model.push_to_hub`` and ``processor.push_to_hub`` (the transformers mixins) work too, with a generic card.
+  ``model.push_to_hub`` uploads through :func:`push_to_hub` too (our card, not transformers' generic one).
 """
 
 from __future__ import annotations
@@ -146,6 +146,15 @@ def hub_errors(name: str | os.PathLike, *, action: str = "load") -> Iterator[Non
         raise HubAccessError(message) from error
 
 
+def default_device() -> str:
+    """Where a model runs unless told: CUDA when available, else Apple's MPS when available, else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
 def load_model_and_processor(
     name: str | os.PathLike = DEFAULT_MODEL_ID,
     *,
@@ -158,7 +167,7 @@ def load_model_and_processor(
 
     Args:
         name: a checkpoint folder (official layout or one written by :func:`save_for_hub`) or a Hub repo id.
-        device: where model and codec run (default: CUDA when available, else CPU).
+        device: where model and codec run (default: :func:`default_device`: CUDA, else MPS, else CPU).
         dtype: model weights dtype (default: bfloat16 on CUDA, float32 elsewhere). The codec stays float32.
         quantization: ``None``/``"none"``, a scheme of :data:`transformers_fish_s2.quantization.QUANTIZATION_SCHEMES`
             or a transformers quantization config; quantized models are placed with ``device_map``.
@@ -176,7 +185,7 @@ def load_model_and_processor(
     from .validation import HUB_KWARGS, parse_dtype
 
     name = str(name)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device or default_device())
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     elif isinstance(dtype, str):
@@ -325,7 +334,7 @@ Apache-2.0.
 
 def save_for_hub(
     model: FishS2ForConditionalGeneration,
-    processor: FishS2Processor,
+    processor: FishS2Processor | None,
     save_directory: str | os.PathLike,
     *,
     repo_id: str | None = None,
@@ -338,14 +347,15 @@ def save_for_hub(
     ``AutoProcessor`` and ``pipeline("text-to-speech")``."""
     directory = Path(save_directory)
     model.save_pretrained(directory, **save_kwargs)
-    processor.save_pretrained(directory, **{k: v for k, v in save_kwargs.items() if k == "max_shard_size"})
+    if processor is not None:  # ``model.push_to_hub`` without a processor uploads the model alone
+        processor.save_pretrained(directory, **{k: v for k, v in save_kwargs.items() if k == "max_shard_size"})
     model_card(model, processor, repo_id=repo_id, base_model=base_model).save(directory / "README.md")
     return directory
 
 
 def push_to_hub(
     model: FishS2ForConditionalGeneration,
-    processor: FishS2Processor,
+    processor: FishS2Processor | None,
     repo_id: str,
     *,
     private: bool | None = None,
@@ -356,7 +366,8 @@ def push_to_hub(
     base_model: str | None = DEFAULT_MODEL_ID,
     max_shard_size: str | int = "5GB",
 ) -> CommitInfo:
-    """Upload model, processor and model card to ``repo_id`` in one commit (creating the repo if needed)."""
+    """Upload model, processor (when given) and model card to ``repo_id`` in one commit (creating the repo if
+    needed). ``model.push_to_hub(repo_id, processor=...)`` calls this."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
