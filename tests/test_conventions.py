@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pytest
 import soundfile
 import torch
 from transformers import GenerationConfig
@@ -43,3 +44,14 @@ def test_empty_audio_is_an_empty_file_with_a_warning(processor, tmp_path, caplog
     assert (
         sum("has no samples; writing an empty file" in record.getMessage() for record in caplog.records) == 2
     )
+
+
+def test_batch_decode_takes_what_generate_returns_and_output_audio_says_how(model, processor):
+    output = model.generate(**processor(["Nice to meet you.", "Hello!"]), do_sample=False, max_new_tokens=4)
+    waveforms = processor.batch_decode(output)
+    assert [len(w) for w in waveforms] == [int(n) * 2048 for n in output.lengths]
+    torch.testing.assert_close(
+        waveforms[0], processor.decode(output.sequences[0, :, : int(output.lengths[0])])
+    )
+    with pytest.raises(TypeError, match=r"returns codes, not audio .*processor.batch_decode\(output\)"):
+        model.generate(**processor("Hi."), output_audio=True)

@@ -146,6 +146,12 @@ def merge_generation_config(
             "generation_config must be a transformers GenerationConfig, got "
             f"{type(generation_config).__name__}; pass options as keyword arguments"
         )
+    if "output_audio" in kwargs:  # CSM's flag; here the codec belongs to the processor, not the model
+        raise TypeError(
+            "Fish S2 generate() returns codes, not audio (output_audio): the codec lives on the processor. Decode "
+            "with processor.batch_decode(output) (one waveform per row), or use pipeline('text-to-speech'), "
+            "which generates and decodes"
+        )
     known = GenerationConfig().to_dict().keys() | set(FISH_S2_EXTRA_FIELDS)
     if unknown := sorted(kwargs.keys() - known):
         raise TypeError(f"generate() got unexpected keyword argument(s) {unknown}")

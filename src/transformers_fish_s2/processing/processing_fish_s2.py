@@ -393,9 +393,7 @@ class FishS2Processor(ProcessorMixin):
         last entry, as in the reference. Returns torch tensors on the CPU, or numpy arrays with
         ``return_tensors="np"``.
         """
-        if hasattr(audio_codes, "sequences"):
-            lengths = getattr(audio_codes, "lengths", None) if lengths is None else lengths
-            audio_codes = audio_codes.sequences
+        audio_codes, lengths = _codes_and_lengths(audio_codes, lengths)
         if isinstance(audio_codes, np.ndarray):
             audio_codes = torch.from_numpy(audio_codes)
         if isinstance(audio_codes, torch.Tensor) and audio_codes.ndim == 2:
@@ -408,7 +406,8 @@ class FishS2Processor(ProcessorMixin):
     def batch_decode(
         self, audio_codes, lengths=None, *, return_tensors: str = "pt"
     ) -> list[torch.Tensor] | list[np.ndarray]:
-        """Decode ``[B, C, N]`` codes (or a list of ``[C, N_i]``) to a list of B waveforms.
+        """Decode ``[B, C, N]`` codes (or a list of ``[C, N_i]``, or what ``generate`` returns) to a list of B
+        waveforms.
 
         Rows are decoded together and cut to ``lengths[b] * frame_length`` samples; the codec is causal, so
         padding frames after a row's end do not change its audio.
@@ -417,7 +416,7 @@ class FishS2Processor(ProcessorMixin):
             raise ValueError("this processor has no codec, so it cannot decode audio; load it with its codec")
         if return_tensors not in ("pt", "np"):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
-        codes, lengths = self._decode_batch(audio_codes, lengths)
+        codes, lengths = self._decode_batch(*_codes_and_lengths(audio_codes, lengths))
         frame_length = self._codec.config.frame_length
         waveforms = self._codec.decode(codes).audio_values[:, 0].to("cpu", torch.float32)
         out = [waveforms[b, : int(n) * frame_length] for b, n in enumerate(lengths)]
@@ -612,6 +611,14 @@ def _check_tokenizer_file(name: str, subfolder: str) -> None:
     local = Path(name, subfolder)
     if local.is_dir():
         require_file(local / "tokenizer.json")
+
+
+def _codes_and_lengths(audio_codes, lengths):
+    """``(sequences, lengths)`` of a generation output (explicit ``lengths`` win), other codes unchanged."""
+    if hasattr(audio_codes, "sequences"):
+        lengths = getattr(audio_codes, "lengths", None) if lengths is None else lengths
+        audio_codes = audio_codes.sequences
+    return audio_codes, lengths
 
 
 def _read_json(path: str) -> dict:
