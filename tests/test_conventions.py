@@ -1,5 +1,7 @@
 """transformers habits that hold for Fish S2: a plain greedy GenerationConfig raises no warning about flags
-the user never set, the audio rate is on ``model.config``, and empty audio is written the same way everywhere."""
+the user never set, the audio rate is on ``model.config``, empty audio is written the same way everywhere,
+``batch_decode`` takes generate's output, and reference audio comes as ``audio=``/``sampling_rate=`` or as
+``datasets`` audio dicts."""
 
 from __future__ import annotations
 
@@ -9,9 +11,13 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from conftest import EXPECTED
 from transformers import GenerationConfig
 
 from transformers_fish_s2.modeling.generation_options import FishS2GenerationConfig
+
+REFERENCE_WAV = EXPECTED / "test_waveform_44k1_pcm16.wav"
+REFERENCE_TEXT = "The quick brown fox jumps over the lazy dog."
 
 
 def test_a_plain_greedy_generation_config_warns_about_nothing(model, processor, caplog):
@@ -55,3 +61,20 @@ def test_batch_decode_takes_what_generate_returns_and_output_audio_says_how(mode
     )
     with pytest.raises(TypeError, match=r"returns codes, not audio .*processor.batch_decode\(output\)"):
         model.generate(**processor("Hi."), output_audio=True)
+
+
+def test_the_processor_takes_audio_sampling_rate_and_datasets_dicts(processor):
+    waveform, rate = soundfile.read(REFERENCE_WAV, dtype="float32")
+    as_references = processor("Hi.", references=[{"text": REFERENCE_TEXT, "audio": str(REFERENCE_WAV)}])
+    forms = [
+        processor(text="Hi.", audio=waveform, sampling_rate=rate, reference_text=REFERENCE_TEXT),
+        processor(text="Hi.", audio=[{"array": waveform, "sampling_rate": rate}], reference_text=[REFERENCE_TEXT]),
+        processor("Hi.", references=[{"text": REFERENCE_TEXT, "audio": {"array": waveform, "sampling_rate": rate, "path": None}}]),
+    ]  # fmt: skip
+    for inputs in forms:
+        torch.testing.assert_close(inputs["input_ids"], as_references["input_ids"])
+        torch.testing.assert_close(inputs["audio_codes"], as_references["audio_codes"])
+    with pytest.raises(ValueError, match="one transcript per audio clip: got 0 transcript"):
+        processor("Hi.", audio=waveform, sampling_rate=rate)
+    with pytest.raises(ValueError, match="either as references= or as audio="):
+        processor("Hi.", references=[], audio=waveform, reference_text="x")

@@ -107,10 +107,24 @@ def _check_length_and_rate(samples: int, rate: int, max_seconds: float, what: st
         )
 
 
+def from_datasets_audio(
+    audio: object, sampling_rate: int | None, *, name: str = "audio"
+) -> tuple[object, int | None]:
+    """``(array, sampling_rate)`` of a ``datasets`` Audio value (``{"array", "sampling_rate"}``, with or without
+    ``path``), so such a dict is accepted wherever audio is; any other value is returned unchanged."""
+    if not (isinstance(audio, dict) and "array" in audio):
+        return audio, sampling_rate
+    rate = audio.get("sampling_rate")
+    if sampling_rate is not None and rate is not None and sampling_rate != rate:
+        raise ValueError(f"{name}: sampling_rate={sampling_rate} was given but the audio dict says {rate} Hz")
+    return np.asarray(audio["array"]), sampling_rate if rate is None else rate
+
+
 def audio_seconds(audio: AudioSource, sampling_rate: int | None = None) -> float | None:
     """Length in seconds of a file (from its header, nothing decoded) or of an array at ``sampling_rate``; ``None``
     when it cannot tell (:func:`load_audio` then says why). Lets a caller compare a clip with its budget before
     paying for decoding, resampling and encoding it."""
+    audio, sampling_rate = from_datasets_audio(audio, sampling_rate)
     if isinstance(audio, (str, os.PathLike, bytes)):
         try:
             info = soundfile.info(io.BytesIO(audio) if isinstance(audio, bytes) else os.fspath(audio))
@@ -143,10 +157,12 @@ def load_audio(
 ) -> np.ndarray:
     """Any supported audio input as a finite mono float32 waveform at ``target_rate`` (44.1 kHz).
 
-    ``audio`` is a file path, the bytes of a file, or an array/tensor. Arrays need ``sampling_rate``; for
+    ``audio`` is a file path, the bytes of a file, an array/tensor, or a ``datasets`` audio dict
+    (``{"array", "sampling_rate"}``). Arrays need ``sampling_rate``; for
     files it is read from the file (a ``sampling_rate`` that disagrees is an error). Audio longer than
     ``max_seconds`` is refused before it is decoded or resampled.
     """
+    audio, sampling_rate = from_datasets_audio(audio, sampling_rate, name=name)
     if sampling_rate is not None and (isinstance(sampling_rate, bool) or not isinstance(sampling_rate, int)):
         raise TypeError(f"{name}: sampling_rate must be an int (Hz), got {sampling_rate!r}")
     if sampling_rate is not None and sampling_rate <= 0:

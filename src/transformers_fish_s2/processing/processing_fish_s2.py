@@ -144,6 +144,9 @@ class FishS2Processor(ProcessorMixin):
         text: str | Sequence[str],
         references: Reference | Sequence[Reference] | Sequence[Sequence[Reference] | None] | None = None,
         *,
+        audio: object = None,
+        sampling_rate: int | None = None,
+        reference_text: str | Sequence[str] | None = None,
         return_tensors: str = "pt",
         allow_control_tokens: bool = False,
         **kwargs,
@@ -158,6 +161,9 @@ class FishS2Processor(ProcessorMixin):
                 "sampling_rate": int}`` (rate only for arrays) or ``{"text": transcript, "codes": [C, T]}``.
                 A list of references is shared by the whole batch; a list of lists (or ``None``) gives one
                 entry per batch item.
+            audio, sampling_rate, reference_text: the transformers form of ``references``: one reference clip or a
+                list (paths, bytes, arrays at ``sampling_rate``, or ``datasets`` audio dicts), with
+                ``reference_text`` the transcript of each, in order; shared by the whole batch.
             return_tensors: ``"pt"`` or ``"np"``.
             allow_control_tokens: accept reserved tokens such as ``<|im_end|>`` in the texts (they then act
                 as control tokens; only for callers who build prompt structure on purpose).
@@ -175,6 +181,12 @@ class FishS2Processor(ProcessorMixin):
         """
         if kwargs:
             raise TypeError(f"FishS2Processor got unexpected keyword argument(s) {sorted(kwargs)}")
+        if audio is not None or reference_text is not None:
+            if references is not None:
+                raise ValueError("give the reference voices either as references= or as audio= + reference_text=")
+            references = _references_from_audio(audio, sampling_rate, reference_text)
+        elif sampling_rate is not None:
+            raise ValueError("sampling_rate describes audio=; there is no audio")
         if return_tensors not in ("pt", "np"):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
         texts, names = self._texts(text)
@@ -611,6 +623,19 @@ def _check_tokenizer_file(name: str, subfolder: str) -> None:
     local = Path(name, subfolder)
     if local.is_dir():
         require_file(local / "tokenizer.json")
+
+
+def _references_from_audio(audio, sampling_rate: int | None, reference_text) -> list[dict]:
+    """``references`` from the ``audio=`` / ``sampling_rate=`` / ``reference_text=`` form of the processor call."""
+    clips = list(audio) if isinstance(audio, (list, tuple)) else [audio]
+    texts = [reference_text] if isinstance(reference_text, str) else list(reference_text or [])
+    if audio is None or len(texts) != len(clips):
+        raise ValueError(
+            f"reference_text needs one transcript per audio clip: got {len(texts)} transcript(s) for "
+            f"{0 if audio is None else len(clips)} clip(s)"
+        )
+    rate = {} if sampling_rate is None else {"sampling_rate": sampling_rate}
+    return [{"text": text, "audio": clip, **rate} for clip, text in zip(clips, texts)]
 
 
 def _codes_and_lengths(audio_codes, lengths):
