@@ -194,7 +194,6 @@ def save(env: SimpleNamespace, audio, name: str) -> None:
 
 SAVE_AUDIO = {
     "save_audio unknown extension": Bad(lambda e: save(e, np.zeros(10, np.float32), "voice.aac"), ValueError, r"cannot tell the audio format from .*voice.aac'; use one of the extensions"),
-    "save_audio no samples": Bad(lambda e: save(e, np.zeros(0, np.float32), "voice.wav"), ValueError, r"audio has no samples"),
     "save_audio NaN samples": Bad(lambda e: save(e, np.full(10, np.nan, np.float32), "voice.wav"), ValueError, r"audio contains 10 NaN or infinite"),
     "save_audio 3-D": Bad(lambda e: save(e, np.zeros((2, 2, 10), np.float32), "voice.wav"), ValueError, r"audio must be 1-D \[samples\] or 2-D"),
     "save_audio missing folder": Bad(lambda e: save(e, np.zeros(10, np.float32), "missing/voice.wav"), FileNotFoundError, r"cannot write .*voice.wav': folder .*missing' does not exist"),
@@ -277,10 +276,10 @@ MODEL = ["--model", str(TINY), "--device", "cpu"]
 SPEAK = ["speak", "Hello there.", "-o", "out.wav", *MODEL, "--dtype", "float32", "--max-new-tokens", "2"]
 
 CLI = {
-    "--top-p 2": (SPEAK + ["--top-p", "2"], 1, r"top_p must be in \(0, 1\], got 2.0"),
-    "--top-p 2 --stream": (SPEAK + ["--top-p", "2", "--stream"], 1, r"top_p must be in \(0, 1\], got 2.0"),
-    "--temperature 0": (SPEAK + ["--temperature", "0"], 1, r"temperature must be > 0 when sampling"),
-    "--top-k -1": (SPEAK + ["--top-k", "-1"], 1, r"top_k must be an integer >= 0"),
+    "--top-p 2": (SPEAK + ["--top-p", "2"], 1, r"--top-p must be in \(0, 1\], got 2.0"),
+    "--top-p 2 --stream": (SPEAK + ["--top-p", "2", "--stream"], 1, r"--top-p must be in \(0, 1\], got 2.0"),
+    "--temperature 0": (SPEAK + ["--temperature", "0"], 1, r"--temperature must be > 0 when sampling"),
+    "--top-k -1": (SPEAK + ["--top-k", "-1"], 1, r"--top-k must be an integer >= 0"),
     "--max-new-tokens 0": (SPEAK + ["--max-new-tokens", "0"], 1, r"--max-new-tokens must be at least 1, got 0"),
     "--chunk-length 0": (SPEAK + ["--chunk-length", "0"], 1, r"--chunk-length must be at least 1, got 0"),
     "--greedy with --temperature": (SPEAK + ["--greedy", "--temperature", "0.5"], 1, r"--greedy .*cannot be combined with \['temperature'\]"),
@@ -288,7 +287,7 @@ CLI = {
     "--output out.aac": (["speak", "Hi.", "-o", "out.aac", *MODEL], 1, r"--output 'out.aac': use one of the extensions"),
     "--output in a missing folder": (["speak", "Hi.", "-o", "missing/out.wav", *MODEL], 1, r"--output 'missing/out.wav': folder 'missing' does not exist"),
     "--save-codes codes.bin": (SPEAK + ["--save-codes", "codes.bin"], 1, r"--save-codes 'codes.bin': codes files end in .safetensors"),
-    "text with <|im_end|>": (["speak", "Hi <|im_end|>", "-o", "out.wav", *MODEL], 1, r"text contains the reserved token '<\|im_end\|>'"),
+    "text with <|im_end|>": (["speak", "Hi <|im_end|>", "-o", "out.wav", *MODEL], 1, r"text to speak contains '<\|im_end\|>', a control token"),
     "empty text": (["speak", " ", "-o", "out.wav", *MODEL], 1, r"the text to speak is empty"),
     "zero-width text": (["speak", "\u200b\u2060", "-o", "out.wav", *MODEL], 1, r"the text to speak is empty"),
     "--output not writable": (["speak", "Hi.", "-o", "/proc/out.wav", *MODEL], 1, r"--output: cannot write '/proc/out.wav'"),
@@ -297,7 +296,7 @@ CLI = {
     "text and --text-file": (["speak", "Hi.", "--text-file", "t.txt", "-o", "out.wav", *MODEL], 1, r"either as an argument .* or with --text-file"),
     "--model missing folder": (["speak", "Hi.", "-o", "out.wav", "--model", "/nonexistent/s2", "--device", "cpu"], 1, r"'/nonexistent/s2' is not an existing folder"),
     "--device banana": (["speak", "Hi.", "-o", "out.wav", "--model", str(TINY), "--device", "banana"], 1, r"--device 'banana' is not a device name"),
-    "--reference-audio not audio": (SPEAK + ["--reference-audio", "notes.wav", "--reference-text", "x"], 1, r"references\[0\]\['audio'\]: cannot read audio from .*notes.wav'"),
+    "--reference-audio not audio": (SPEAK + ["--reference-audio", "notes.wav", "--reference-text", "x"], 1, r"--reference-audio: cannot read audio from .*notes.wav'"),
     "--reference-audio missing": (SPEAK + ["--reference-audio", "gone.wav", "--reference-text", "x"], 1, r"--reference-audio not found: 'gone.wav'"),
     "--reference-audio without its text": (SPEAK + ["--reference-audio", WAV], 1, r"got 1 --reference-audio and 0 --reference-text"),
     "decode a file that is not safetensors": (["decode", "notes.wav", "-o", "out.wav", *MODEL], 1, r"'notes.wav' is not a safetensors codes file"),

@@ -142,24 +142,25 @@ def test_push_to_hub_uploads_model_processor_and_card_in_one_commit(tiny, tmp_pa
     assert_same_checkpoint(remote, model, processor)
 
 
-def test_transformers_push_to_hub_mixins_upload_a_loadable_repo(tiny, tmp_path, monkeypatch):
+def test_model_push_to_hub_writes_our_card_and_the_processor_mixin_uploads_too(tiny, tmp_path, monkeypatch):
     model, processor = tiny
     hub = LocalHub(tmp_path / "hub")
     monkeypatch.setattr("transformers.utils.hub.hf_api", lambda: hub)
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda token=None: hub)
 
     def no_remote_card(*args, **kwargs):
         raise EntryNotFoundError("no README.md in the repo yet")
 
     monkeypatch.setattr("transformers.utils.hub.ModelCard.load", no_remote_card)
+    processor.push_to_hub("someone/s2-tiny")  # the transformers mixin (a generic card, replaced below)
     model.push_to_hub("someone/s2-tiny")
-    processor.push_to_hub("someone/s2-tiny")
-    assert [call[0] for call in hub.calls] == ["create_repo", "create_commit"] * 2
-    messages = [call[2] for call in hub.calls if call[0] == "create_commit"]
-    assert messages == ["Upload FishS2ForConditionalGeneration", "Upload processor"]
+    assert [call[0] for call in hub.calls] == ["create_repo", "create_commit", "create_repo", "upload_folder"]
+    assert [call[2] for call in hub.calls[1::2]] == ["Upload processor", "Upload Fish S2 model and model card"]
     remote = tmp_path / "hub" / "someone" / "s2-tiny"
     assert files_under(remote) == MODEL_FILES | PROCESSOR_FILES | {"README.md"}
-    generic_card = ModelCard((remote / "README.md").read_text())  # ModelCard.load is patched here
-    assert generic_card.data.library_name == "transformers"
+    card = ModelCard((remote / "README.md").read_text())  # ModelCard.load is patched here
+    assert card.data.pipeline_tag == "text-to-speech" and "transformers-fish-s2" in card.data.tags
+    assert "pip install transformers-fish-s2" in card.text and "This is the model card of a" not in card.text
     assert_same_checkpoint(remote, model, processor)
 
 

@@ -76,14 +76,19 @@ def test_long_text_streams_all_chunks_then_ends_once(model, prompt):
     chunks = ["first", "second"]
 
     class Conversation:
-        def prompt_for(self, text):
+        max_length = None
+
+        def check_text(self, text):
+            return text
+
+        def prompt_for(self, text, reserve=0):
             return prompt[0][0], prompt[1][0]
 
         def append_generated(self, text, codes):
             pass
 
     processor = SimpleNamespace(
-        conversation=lambda references: Conversation(), chunk_text=lambda text, chunk_length=None: chunks
+        conversation=lambda references: Conversation(), chunk_text=lambda text, **options: chunks
     )
     out = generate_long(model, processor, "ignored", do_sample=False, max_new_tokens=5, streamer=streamer)
     assert out.lengths.tolist() == [10] and streamer.ends == 1
@@ -155,8 +160,12 @@ def test_a_failing_generate_ends_the_stream_with_its_error(model, codec, prompt)
 def test_a_chunk_failing_in_generate_long_ends_the_stream_with_its_error(model, codec, prompt):
     class Conversation:
         calls = 0
+        max_length = None
 
-        def prompt_for(self, text):
+        def check_text(self, text):
+            return text
+
+        def prompt_for(self, text, reserve=0):
             Conversation.calls += 1
             if Conversation.calls == 2:
                 raise ValueError("the prompt is 600 tokens but the model context is 512 tokens")
@@ -166,7 +175,7 @@ def test_a_chunk_failing_in_generate_long_ends_the_stream_with_its_error(model, 
             pass
 
     processor = SimpleNamespace(
-        conversation=lambda references: Conversation(), chunk_text=lambda text, chunk_length=None: ["a", "b"]
+        conversation=lambda references: Conversation(), chunk_text=lambda text, **options: ["a", "b"]
     )
     streamer = FishS2AudioStreamer(codec, first_chunk_frames=1, chunk_frames=1, timeout=60)
     run = lambda: generate_long(model, processor, "x", do_sample=False, max_new_tokens=3, streamer=streamer)  # noqa: E731

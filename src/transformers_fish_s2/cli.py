@@ -2,6 +2,7 @@
 
     fish-s2 speak "Hello!" -o hello.wav                      # fishaudio/s2-pro from the Hub (or its cache)
     fish-s2 speak --model ./s2-pro --text-file story.txt -o story.wav --stream
+    fish-s2 speak "Hi" --model ./s2-pro -o - | aplay          # WAV on standard output
     fish-s2 speak "Hi" --reference-audio me.wav --reference-text "What I say in me.wav" -o clone.wav
     fish-s2 encode me.wav --text "What I say in me.wav" -o me.codes.safetensors   # reuse without re-encoding
     fish-s2 speak "Hi" --reference-audio me.codes.safetensors -o clone.wav
@@ -12,19 +13,25 @@
     fish-s2 serve --model ./s2-pro --port 8000                 # HTTP speech server (see docs/server.md)
     fish-s2 eval --help
 
-Heavy imports happen inside the commands. User mistakes (bad arguments, missing files, an unreachable Hub)
-end with a one-line ``fish-s2 <command>: error: ...`` and exit status 1 (2 for malformed command lines);
-``--traceback`` shows the full trace instead.
+Adding a subcommand: write ``add_<name>_parser(commands)`` in its own module (it builds the subparser and
+sets ``run=`` to a handler that imports its heavy modules inside), then call it in :func:`build_parser`.
+The options every subcommand shares (-q/-v, --threads, --traceback) are added to each one there.
+
+Only argparse and the standard library are imported until a command runs, so ``--help``, ``--version`` and
+malformed command lines answer at once; torch and transformers are imported just before the handler.
+User mistakes (bad arguments, missing files, an unreachable Hub) end with a one-line
+``fish-s2 <command>: error: ...`` and exit status 1 (2 for malformed command lines); ``--traceback`` shows
+the full trace instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +44,19 @@ CODES_KEY = "codes"
 CODES_FORMAT = "fish-s2-codes"
 QUANTIZATION_ALIASES = {"8bit": "bnb-8bit", "4bit": "bnb-4bit", "int8": "quanto-int8", "int4": "quanto-int4"}
 QUANTIZATION_CHOICES = ("none", *QUANTIZATION_ALIASES, *QUANTIZATION_ALIASES.values())
+DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
+DTYPE_ALIASES = {
+    "bf16": "bfloat16",
+    "fp16": "float16",
+    "half": "float16",
+    "fp32": "float32",
+    "float": "float32",
+}
+NOISY_LOGGERS = ("transformers", "bitsandbytes", "torch._inductor", "torch._dynamo", "optimum.quanto")
+"""Libraries whose warnings and info messages are hidden unless -v is given."""
+
+logger = logging.getLogger("transformers_fish_s2.cli")
+"""The CLI's own messages (``wrote ...``, warnings about the input); -q keeps only warnings and errors."""
 
 
 class CLIError(Exception):
@@ -76,8 +96,11 @@ def _sigterm_raises(command: str) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def write_codes_file(path: str | os.PathLike, codes, *, sampling_rate: int, text: str | None = None) -> None:
-    """Save codes ``[num_codebooks, frames]`` as safetensors (key ``codes``), with the transcript in the metadata."""
+def write_codes_file(
+    path: str | os.PathLike, codes, *, sampling_rate: int, text: str | None = None, model: str | None = None
+) -> None:
+    """Save codes ``[num_codebooks, frames]`` as safetensors (key ``codes``), with the transcript, the codec's
+    sample rate and the checkpoint name in the metadata (so another checkpoint can tell it was not made by it)."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import save_file
@@ -85,6 +108,8 @@ def write_codes_file(path: str | os.PathLike, codes, *, sampling_rate: int, text
     metadata = {"format": CODES_FORMAT, "sampling_rate": str(sampling_rate)}
     if text is not None:
         metadata["text"] = text
+    if model is not None:
+        metadata["model"] = model
     try:
         with atomic_output(path) as temporary:
             save_file(
@@ -98,6 +123,12 @@ def write_codes_file(path: str | os.PathLike, codes, *, sampling_rate: int, text
 
 def read_codes_file(path: str | os.PathLike):
     """Codes ``[num_codebooks, frames]`` (int64) and the stored transcript (or ``None``) of a codes file."""
+    codes, metadata = read_codes_and_metadata(path)
+    return codes, metadata.get("text")
+
+
+def read_codes_and_metadata(path: str | os.PathLike):
+    """Codes ``[num_codebooks, frames]`` (int64) and the metadata of a codes file."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -118,7 +149,26 @@ def read_codes_file(path: str | os.PathLike):
         raise CLIError(
             f"{str(path)!r}: expected integer codes [num_codebooks, frames], got {codes.dtype} {list(codes.shape)}"
         )
-    return codes.long(), metadata.get("text")
+    return codes.long(), metadata
+
+
+def check_codes_match_checkpoint(path: str | os.PathLike, codes, metadata: dict, processor) -> None:
+    """Refuse codes that a different codec wrote (another sample rate or number of codebooks): they would
+    decode to noise or fail deep inside the model. Checkpoints sharing a codec share its codes."""
+    config = processor.codec.config
+    problems = []
+    if metadata.get("sampling_rate", str(config.sampling_rate)) != str(config.sampling_rate):
+        problems.append(
+            f"its codec runs at {metadata['sampling_rate']} Hz, this one at {config.sampling_rate} Hz"
+        )
+    if codes.shape[0] != config.num_codebooks:
+        problems.append(f"it has {codes.shape[0]} codebooks, this codec {config.num_codebooks}")
+    if problems:
+        made_by = f" (written with --model {metadata['model']})" if "model" in metadata else ""
+        raise CLIError(
+            f"{str(path)!r} comes from another checkpoint{made_by}: {'; '.join(problems)}. Encode the clip "
+            "again with `fish-s2 encode --model <this checkpoint>`"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -127,89 +177,20 @@ def read_codes_file(path: str | os.PathLike):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .cli_speak import add_speak_parser
+
     parser = argparse.ArgumentParser(
         prog="fish-s2",
         description="Fish Audio S2 text-to-speech on Hugging Face transformers.",
         epilog="The default model fishaudio/s2-pro is downloaded from the Hugging Face Hub (about 11 GB; its "
         "license must be accepted there). Offline, pass a local checkpoint folder with --model.",
     )
-    parser.add_argument("--traceback", action="store_true", help="show full stack traces of errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_common_options(parser, default=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    speak = commands.add_parser("speak", help="synthesize speech from text", description=_speak.__doc__)
-    speak.add_argument("text", nargs="?", help="text to speak; '-' reads standard input")
-    speak.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
-    speak.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        default=Path("out.wav"),
-        help=f"audio file to write ({', '.join(AUDIO_EXTENSIONS)}; default out.wav)",
-    )
-    _add_model_options(speak)
-    speak.add_argument(
-        "--dtype",
-        choices=("auto", "bfloat16", "float16", "float32"),
-        default="auto",
-        help="model weights (auto: bfloat16 on CUDA, float32 otherwise)",
-    )
-    speak.add_argument(
-        "--quantization",
-        choices=QUANTIZATION_CHOICES,
-        default="none",
-        help="quantize the slow AR: 8bit/4bit (bitsandbytes), int8/int4 (optimum-quanto)",
-    )
-    speak.add_argument(
-        "--compile", action="store_true", help="torch.compile the frame step (first call compiles)"
-    )
-    voice = speak.add_argument_group("voice cloning (repeat for several references/speakers)")
-    voice.add_argument(
-        "--reference-audio",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="reference clip (wav/flac/ogg/mp3), or a codes file from `fish-s2 encode`",
-    )
-    voice.add_argument(
-        "--reference-text",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="transcript of the matching --reference-audio (optional for codes files that store one)",
-    )
-    sampling = speak.add_argument_group("generation")
-    sampling.add_argument("--seed", type=int, help="seed torch's generators for a reproducible sample")
-    sampling.add_argument(
-        "--max-new-tokens", type=int, help="frames per text chunk at most (21.5 frames = 1 s)"
-    )
-    sampling.add_argument("--temperature", type=float)
-    sampling.add_argument("--top-p", type=float)
-    sampling.add_argument("--top-k", type=int)
-    sampling.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    sampling.add_argument(
-        "--chunk-length",
-        type=int,
-        help="UTF-8 bytes of speaker turns per chunk of long dialogue (default 300)",
-    )
-    out = speak.add_argument_group("output")
-    out.add_argument(
-        "--stream",
-        action="store_true",
-        help="write audio chunks as they are made (to a hidden .partial file beside --output, renamed when done)",
-    )
-    out.add_argument(
-        "--save-codes",
-        type=Path,
-        metavar="FILE",
-        help="also save the generated codes (.safetensors, for `fish-s2 decode`)",
-    )
-    out.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar over generated frames (default: when stderr is a terminal)",
-    )
-    speak.set_defaults(run=_speak)
+    add_speak_parser(commands)
 
     encode = commands.add_parser(
         "encode", help="encode a reference clip to codes", description=_encode.__doc__
@@ -232,15 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
         "memory", help="estimate memory without loading weights", description=_memory.__doc__
     )
     memory.add_argument("--model", help="checkpoint folder or Hub id (default: the released s2-pro config)")
-    memory.add_argument("--dtype", default="bf16", help="compute dtype: bf16, fp16 or fp32 (default bf16)")
+    add_dtype_option(memory, help="compute dtype (auto: bfloat16, the CUDA default)")
     memory.add_argument(
         "--quantization",
         action="append",
         choices=QUANTIZATION_CHOICES,
         help="repeat to compare several in one table (default: none)",
     )
-    memory.add_argument("--max-tokens", type=int, default=2048, help="KV-cache slots (prompt + frames)")
-    memory.add_argument("--batch-size", type=int, default=1)
+    memory.add_argument(
+        "--max-tokens", type=positive_int, default=2048, help="KV-cache slots (prompt + frames)"
+    )
+    memory.add_argument("--batch-size", type=positive_int, default=1)
     memory.add_argument("--codec", choices=("full", "decoder", "none"), default="full")
     memory.set_defaults(run=_memory)
 
@@ -260,7 +243,69 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "eval", help="Seed-TTS-eval style evaluation (see `fish-s2 eval --help`)", add_help=False
     )
+
+    for name, subparser in commands.choices.items():
+        if name != "eval":
+            add_common_options(subparser, default=argparse.SUPPRESS)
+        subparser.set_defaults(command_parser=subparser)
     return parser
+
+
+def add_common_options(parser: argparse.ArgumentParser, *, default) -> None:
+    """-q/-v, --threads and --traceback, accepted before or after the command name. Subcommands get
+    ``default=argparse.SUPPRESS`` so that an option given before the command is not reset by them."""
+    quiet_or_verbose = parser.add_mutually_exclusive_group()
+    quiet_or_verbose.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="only warnings and errors; no progress bar",
+    )
+    quiet_or_verbose.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="also show the libraries' messages (transformers, bitsandbytes, torch.compile)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=default,
+        help="CPU threads for torch (default: torch's choice)",
+    )
+    parser.add_argument(
+        "--traceback", action="store_true", default=default, help="show full stack traces of errors"
+    )
+
+
+def add_dtype_option(parser: argparse.ArgumentParser, *, help: str) -> None:
+    """``--dtype`` with the one vocabulary every subcommand uses (the bf16/fp16/fp32 short forms too)."""
+    parser.add_argument(
+        "--dtype", type=dtype_name, default="auto", metavar="{" + ",".join(DTYPE_CHOICES) + "}", help=help
+    )
+
+
+def dtype_name(value: str) -> str:
+    """One of :data:`DTYPE_CHOICES` from it or one of its short forms (``bf16``, ``fp32``, ...)."""
+    name = DTYPE_ALIASES.get(value.lower(), value.lower())
+    if name not in DTYPE_CHOICES:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {value!r} (choose from {', '.join(DTYPE_CHOICES)}; bf16, fp16, fp32 also work)"
+        )
+    return name
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -269,7 +314,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MODEL_ID,
         help=f"checkpoint folder or Hub repo id (default {DEFAULT_MODEL_ID})",
     )
-    parser.add_argument("--device", help="cuda, cuda:1, cpu, mps, ... (default: cuda if available)")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu, mps, ... (default: cuda, else mps, else cpu)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,13 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["eval"]:
         from .evaluation.runner import main as evaluation_main
 
-        return evaluation_main(argv[1:])
+        return evaluation_main(argv[1:], prog="fish-s2 eval")
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # argparse would print the top-level usage; the subcommand's is the useful one
+            args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exit_:  # --help (0) or a malformed command line (2, message already printed)
         return int(exit_.code or 0)
     try:
+        _prepare(args)
         with _sigterm_raises(args.command):
             args.run(args)
     except KeyboardInterrupt:
@@ -301,130 +349,51 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------------------------
-# speak
-# ------------------------------------------------------------------------------------------------------------
+def _prepare(args: argparse.Namespace) -> None:
+    """Import the package's heavy modules (the console script parses its command line without them), then
+    apply -q/-v and --threads."""
+    from . import load_public_api
+
+    load_public_api()
+    configure_output(quiet=bool(args.quiet), verbose=bool(args.verbose))
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
-def _speak(args: argparse.Namespace) -> None:
-    """Synthesize speech from text (an argument, --text-file, or '-' for standard input) into an audio file.
-    Text may contain speaker turns (<|speaker:0|>...) and inline tags ([whisper], [laughing], ...); long
-    dialogue is generated chunk by chunk, each chunk conditioned on the previous ones."""
-    import torch
+class _StderrHandler(logging.Handler):
+    """Writes bare messages to the current ``sys.stderr`` (looked up per message, so redirections apply)."""
 
-    from .processing import generate_long
-
-    text = _read_text(args)
-    _check_audio_path(args.output, "--output")
-    if args.save_codes is not None:
-        _check_codes_path(args.save_codes, "--save-codes")
-    references = _reference_specs(args)
-    generation = _generation_kwargs(args)
-
-    model, processor = _load(
-        args.model,
-        args.device,
-        None if args.dtype == "auto" else args.dtype,
-        QUANTIZATION_ALIASES.get(args.quantization, args.quantization),
-    )
-    references = [_load_reference(spec) for spec in references]
-    chunks = processor.chunk_text(text, chunk_length=args.chunk_length)
-    show_progress = sys.stderr.isatty() if args.progress is None else args.progress
-    progress = _FrameProgress(
-        len(chunks), frames_per_second=processor.codec.config.frame_rate, disable=not show_progress
-    )
-    generate = dict(
-        processor=processor,
-        text=text,
-        references=references or None,
-        chunk_length=args.chunk_length,
-        compile=args.compile,
-        **generation,
-    )
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-    start = time.perf_counter()
-    try:
-        if args.stream:
-            output, samples = _generate_streaming(model, processor, generate, progress, args.output)
-        else:
-            output = generate_long(model, streamer=progress, **generate)
-            samples = _write_audio(processor, output, args.output)
-    finally:
-        progress.close()
-    elapsed = time.perf_counter() - start
-
-    frames = int(output.lengths[0])
-    if args.save_codes is not None:
-        write_codes_file(
-            args.save_codes,
-            output.sequences[0, :, :frames].cpu(),
-            text=text,
-            sampling_rate=processor.sampling_rate,
-        )
-    seconds = samples / processor.sampling_rate
-    rtf = f", RTF {elapsed / seconds:.2f}" if seconds else ""
-    print(
-        f"wrote {args.output}: {seconds:.2f} s of audio ({frames} frames) in {elapsed:.1f} s{rtf}",
-        file=sys.stderr,
-    )
-    if frames == 0:
-        print("warning: the model produced no audio frames", file=sys.stderr)
-    elif not bool(output.eos_reached[0]):
-        print(
-            "warning: generation stopped at --max-new-tokens before the end of speech; the audio may be cut",
-            file=sys.stderr,
-        )
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
 
 
-def _read_text(args: argparse.Namespace) -> str:
-    if (args.text is None) == (args.text_file is None):
-        raise CLIError(
-            "give the text to speak either as an argument ('-' for standard input) or with --text-file"
-        )
-    if args.text_file is not None:
-        if not args.text_file.is_file():
-            raise CLIError(f"--text-file not found: {str(args.text_file)!r}")
-        try:
-            text = args.text_file.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise CLIError(f"--text-file {str(args.text_file)!r} is not UTF-8 text: {error}") from None
-    elif args.text == "-":
-        text = _read_stdin()
-    else:
-        text = args.text
-    from .processing.markup import is_blank
+def configure_output(*, quiet: bool = False, verbose: bool = False) -> None:
+    """Our messages at INFO (WARNING with -q, which also hides download and loading bars); the libraries'
+    warnings and info messages hidden unless -v. Idempotent."""
+    import warnings
 
-    if is_blank(text):  # whitespace and zero-width characters only
-        raise CLIError("the text to speak is empty")
-    return text.strip()
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    logger.handlers = [_StderrHandler()]
+    logger.propagate = False
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+    if not verbose:
+        warnings.filterwarnings("ignore", module=r"(torch|transformers|bitsandbytes|optimum)(\.|$)")
+    if quiet:
+        disable_progress_bars()
+        transformers_logging.disable_progress_bar()
 
 
-def _read_stdin() -> str:
-    if sys.stdin is None or sys.stdin.closed:
-        raise CLIError("standard input is closed; give the text as an argument or with --text-file")
-    try:
-        return sys.stdin.read()
-    except UnicodeDecodeError as error:
-        raise CLIError(f"standard input is not UTF-8 text: {error}") from None
-    except OSError as error:
-        raise CLIError(f"cannot read standard input: {error}") from None
-
-
-def _check_audio_path(path: Path, option: str) -> None:
-    if path.suffix.lower() not in AUDIO_EXTENSIONS:
-        raise CLIError(f"{option} {str(path)!r}: use one of the extensions {', '.join(AUDIO_EXTENSIONS)}")
-    _check_output_folder(path, option)
-
-
-def _check_codes_path(path: Path, option: str) -> None:
-    if path.suffix.lower() != ".safetensors":
-        raise CLIError(f"{option} {str(path)!r}: codes files end in .safetensors")
-    _check_output_folder(path, option)
-
-
-def _check_output_folder(path: Path, option: str) -> None:
-    """Before any model is loaded: the folder exists and a file can be written there (not read-only, not full)."""
+def check_output_path(path: Path, option: str, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> None:
+    """Refuse, before anything is loaded, an output file whose extension is wrong or whose folder is missing,
+    read-only or full."""
+    if path.suffix.lower() not in extensions:
+        raise CLIError(f"{option} {str(path)!r}: use one of the extensions {', '.join(extensions)}")
     if not path.parent.is_dir():
         raise CLIError(f"{option} {str(path)!r}: folder {str(path.parent)!r} does not exist")
     try:
@@ -433,32 +402,16 @@ def _check_output_folder(path: Path, option: str) -> None:
         raise CLIError(f"{option}: {error}") from None
 
 
-def _reference_specs(args: argparse.Namespace) -> list[tuple[Path, str | None]]:
-    """Pair every --reference-audio with its --reference-text, checking the files exist before loading."""
-    audios, texts = [Path(a) for a in args.reference_audio], list(args.reference_text)
-    for audio in audios:
-        if not audio.is_file():
-            raise CLIError(f"--reference-audio not found: {str(audio)!r}")
-    codes_only = all(audio.suffix.lower() == ".safetensors" for audio in audios)
-    if len(texts) != len(audios) and not (codes_only and not texts):
-        raise CLIError(
-            f"got {len(audios)} --reference-audio and {len(texts)} --reference-text; give one transcript per "
-            "reference clip, in the same order (codes files from `fish-s2 encode --text` may omit all of them)"
-        )
-    return list(zip(audios, texts or [None] * len(audios)))
-
-
-def _load_reference(spec: tuple[Path, str | None]) -> dict:
-    audio, text = spec
-    if audio.suffix.lower() != ".safetensors":
-        return {"text": text, "audio": str(audio)}
-    codes, stored = read_codes_file(audio)
-    if text is None and stored is None:
-        raise CLIError(f"{str(audio)!r} stores no transcript; pass --reference-text for it")
-    return {"text": stored if text is None else text, "codes": codes}
+def _check_codes_path(path: Path, option: str) -> None:
+    if path.suffix.lower() != ".safetensors":
+        raise CLIError(f"{option} {str(path)!r}: codes files end in .safetensors")
+    check_output_path(path, option, (".safetensors",))
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict:
+    """The generate options from the command line, checked with the same table generate uses."""
+    from .modeling.generation_options import FISH_S2_GENERATION_DEFAULTS, check_options
+
     sampling = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}
     kwargs = {key: value for key, value in sampling.items() if value is not None}
     if args.greedy:
@@ -473,6 +426,13 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
         kwargs["max_new_tokens"] = args.max_new_tokens
     if args.chunk_length is not None and args.chunk_length < 1:
         raise CLIError(f"--chunk-length must be at least 1, got {args.chunk_length}")
+    if args.seed is not None and args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    try:
+        check_options({**FISH_S2_GENERATION_DEFAULTS, **kwargs})
+    except ValueError as error:
+        option = str(error).removeprefix("generation config: ").split(" ", 1)
+        raise CLIError(f"--{option[0].replace('_', '-')} {option[1]}") from None
     return kwargs
 
 
@@ -483,7 +443,7 @@ def _load(model: str, device: str | None, dtype: str | None = None, quantization
     _check_device(device)
     try:
         model, processor = load_model_and_processor(
-            model, device=device, dtype=dtype, quantization=quantization
+            model, device=device, dtype=None if dtype == "auto" else dtype, quantization=quantization
         )
     except FishS2CheckpointError as error:  # a corrupt or mismatched download: the message says what to do
         raise CLIError(str(error)) from error
@@ -507,98 +467,6 @@ def _check_device(device: str | None) -> None:
         raise CLIError(f"--device {device}: MPS is not available on this machine (try --device cpu)")
 
 
-class _FrameProgress:
-    """A streamer that counts generated frames on a tqdm bar and passes them on to another streamer."""
-
-    def __init__(self, chunks: int, *, frames_per_second: float, disable: bool):
-        from tqdm.auto import tqdm
-
-        self.inner = None
-        self.frames_per_second = frames_per_second
-        self.bar = tqdm(
-            desc=f"speaking ({chunks} chunk{'s' * (chunks != 1)})",
-            unit=" frames",
-            disable=disable,
-            file=sys.stderr,
-        )
-
-    def put(self, value) -> None:
-        self.bar.update(value.shape[-1])
-        self.bar.set_postfix_str(f"{self.bar.n / self.frames_per_second:.1f} s audio", refresh=False)
-        if self.inner is not None:
-            self.inner.put(value)
-
-    def end(self) -> None:
-        if self.inner is not None:
-            self.inner.end()
-
-    def fail(self, error: BaseException) -> None:
-        if self.inner is not None:
-            self.inner.fail(error)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _write_audio(processor, output, path: Path) -> int:
-    """Decode a one-row generation output into ``path`` in bounded memory; returns the number of samples (an empty
-    output gives an empty but valid file, so that a caller's pipeline does not break)."""
-    return processor.save_decoded_audio(output.sequences[0, :, : int(output.lengths[0])], path)
-
-
-def _generate_streaming(model, processor, generate: dict, progress: _FrameProgress, path: Path):
-    """Generate in a worker thread and append each decoded chunk to the file as soon as it arrives (under a
-    temporary name, renamed when complete: a failed run leaves no partial file at ``path``).
-
-    If the main thread stops early (Ctrl-C, SIGTERM, a failed write), the worker is cancelled between two frames
-    and joined before the exception goes on: a thread still inside torch at interpreter exit aborts the process
-    ("terminate called without an active exception")."""
-    import numpy as np
-    import torch
-
-    from .modeling.audio_streamer import FishS2AudioStreamer
-    from .processing import generate_long
-    from .processing.audio import audio_writer
-
-    streamer = FishS2AudioStreamer(processor.codec)
-    progress.inner = streamer
-    result: dict = {}
-
-    def work() -> None:
-        try:
-            result["output"] = generate_long(model, streamer=progress, **generate)
-        except (
-            BaseException
-        ) as error:  # the streamer raises it in the main thread (generate_long told it already)
-            streamer.fail(error)
-
-    worker = threading.Thread(target=work, name="fish-s2-generate", daemon=True)
-    samples = 0
-    with audio_writer(path, processor.sampling_rate) as sink, torch.no_grad():
-        worker.start()
-        try:
-            for chunk in streamer:
-                sink.write(np.clip(chunk.numpy(), -1.0, 1.0))
-                sink.flush()
-                samples += chunk.shape[-1]
-        except BaseException:
-            streamer.cancel()
-            _join(worker)
-            raise
-        _join(worker)
-    return result["output"], samples
-
-
-def _join(worker: threading.Thread) -> None:
-    """Wait for the generation thread (it stops within a frame once cancelled); a second Ctrl-C or SIGTERM meanwhile
-    must not leave it running."""
-    while worker.is_alive():
-        try:
-            worker.join()
-        except (KeyboardInterrupt, _Terminated):
-            continue
-
-
 # ------------------------------------------------------------------------------------------------------------
 # encode / decode / memory
 # ------------------------------------------------------------------------------------------------------------
@@ -617,24 +485,23 @@ def _encode(args: argparse.Namespace) -> None:
     _, processor = _load(args.model, args.device, quantization=None)
     waveform = load_audio(args.audio, target_rate=processor.sampling_rate, name=str(args.audio))
     codes = ReferenceEncoder(processor.codec, max_entries=0)(waveform)
-    write_codes_file(output, codes, text=args.text, sampling_rate=processor.sampling_rate)
-    print(
+    write_codes_file(output, codes, text=args.text, sampling_rate=processor.sampling_rate, model=args.model)
+    logger.info(
         f"wrote {output}: {codes.shape[1]} frames x {codes.shape[0]} codebooks "
-        f"({len(waveform) / processor.sampling_rate:.2f} s of audio)",
-        file=sys.stderr,
+        f"({len(waveform) / processor.sampling_rate:.2f} s of audio)"
     )
 
 
 def _decode(args: argparse.Namespace) -> None:
     """Decode a codes file (from `fish-s2 encode` or `speak --save-codes`) back to audio with the codec."""
     output = args.output or args.codes.with_name(args.codes.name.split(".")[0] + ".wav")
-    _check_audio_path(output, "--output")
-    codes, _ = read_codes_file(args.codes)
+    check_output_path(output, "--output")
+    codes, metadata = read_codes_and_metadata(args.codes)
     _, processor = _load(args.model, args.device, quantization=None)
+    check_codes_match_checkpoint(args.codes, codes, metadata, processor)
     samples = processor.save_decoded_audio(codes, output)  # any length, in bounded memory
-    print(
-        f"wrote {output}: {samples / processor.sampling_rate:.2f} s of audio ({codes.shape[1]} frames)",
-        file=sys.stderr,
+    logger.info(
+        f"wrote {output}: {samples / processor.sampling_rate:.2f} s of audio ({codes.shape[1]} frames)"
     )
 
 
@@ -648,7 +515,7 @@ def _memory(args: argparse.Namespace) -> None:
         estimates = [
             estimate_memory(
                 args.model,
-                dtype=args.dtype,
+                dtype="bfloat16" if args.dtype == "auto" else args.dtype,
                 quantization=scheme,
                 max_tokens=args.max_tokens,
                 batch_size=args.batch_size,

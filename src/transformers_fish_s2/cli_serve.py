@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import CLIError, _add_model_options, _load
+from .cli import CLIError, _add_model_options, _load, add_dtype_option
 
 API_KEY_ENV = "FISH_S2_API_KEY"
 
@@ -28,7 +28,7 @@ def add_serve_parsers(commands: argparse._SubParsersAction) -> None:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default="auto")
+    add_dtype_option(serve, help="model weights (auto: bfloat16 on CUDA, float32 otherwise)")
     serve.add_argument("--compile", action="store_true", help="torch.compile the engine's frame step")
     serve.add_argument("--max-batch-size", type=int, default=8, help="requests generated at once (default 8)")
     serve.add_argument("--max-queue-size", type=int, default=64, help="requests that may wait for a slot")

@@ -6,7 +6,7 @@
 * :func:`model_card` writes the README of a checkpoint (``library_name: transformers``, ``pipeline_tag:
   text-to-speech``, usage through this package, the audio format, the license of the weights).
 * :func:`save_for_hub` and :func:`push_to_hub` write or upload model + processor + card in one folder / commit.
-  ``model.push_to_hub`` and ``processor.push_to_hub`` (the transformers mixins) work too, with a generic card.
+  ``model.push_to_hub`` uploads through :func:`push_to_hub` too (our card, not transformers' generic one).
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ def looks_like_local_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def explain_hub_error(error: BaseException, name: str) -> str | None:
-    """A user-facing explanation of why ``name`` could not be loaded from the Hub, or ``None`` when ``error`` is
-    not a Hub access problem. Looks through the chain of causes: transformers wraps huggingface_hub's errors in
-    ``OSError`` and the processor wraps those again."""
+def explain_hub_error(error: BaseException, name: str, *, action: str = "load") -> str | None:
+    """A user-facing explanation of why ``name`` could not be loaded from (``action="load"``) or uploaded to
+    (``action="upload"``) the Hub, or ``None`` when ``error`` is not a Hub access problem. Looks through the
+    chain of causes: transformers wraps huggingface_hub's errors in ``OSError`` and the processor wraps those
+    again."""
     from huggingface_hub.errors import (
         GatedRepoError,
         HFValidationError,
@@ -65,6 +66,14 @@ def explain_hub_error(error: BaseException, name: str) -> str | None:
         chain.append(error)
         error = error.__cause__ or error.__context__
     text = " ".join(str(e) for e in chain).lower()
+    unreachable = (
+        any(isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)) for e in chain)
+        or "couldn't connect to" in text
+        or "offline mode" in text
+    )
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if action == "upload":
+        return _explain_upload_error(chain, text, name, unreachable=unreachable, offline=offline)
     local = (
         "download it once where the Hub is reachable "
         f"(`hf download {name} --local-dir ./{name.rsplit('/', 1)[-1]}`) and pass that folder instead of the "
@@ -77,13 +86,13 @@ def explain_hub_error(error: BaseException, name: str) -> str | None:
             f"https://huggingface.co/{name} and log in (`hf auth login`, or set HF_TOKEN), or use a local copy "
             "of the checkpoint by passing its folder."
         )
-    if (
-        any(isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)) for e in chain)
-        or "couldn't connect to" in text
-        or "offline mode" in text
-    ):
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        why = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the Hugging Face Hub cannot be reached"
+    if unreachable:
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE)"
+            if offline
+            else "the Hugging Face Hub cannot be reached (set HF_HUB_OFFLINE=1 to skip the network retries "
+            "when working offline)"
+        )
         return f"cannot load {name!r}: {why} and it is not in the local cache. To use it, {local}."
     if any(isinstance(e, HFValidationError) for e in chain) or (
         looks_like_local_path(name) and not os.path.exists(os.path.expanduser(name))
@@ -99,19 +108,51 @@ def explain_hub_error(error: BaseException, name: str) -> str | None:
     return None
 
 
+def _explain_upload_error(
+    chain: list, text: str, name: str, *, unreachable: bool, offline: bool
+) -> str | None:
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+    if unreachable:
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE); unset it to upload"
+            if offline
+            else "the Hugging Face Hub cannot be reached; upload again when it is (the model is unchanged)"
+        )
+        return f"cannot upload to {name!r}: {why}. To keep the files meanwhile, save_pretrained to a folder."
+    if any(isinstance(e, HFValidationError) for e in chain):
+        return f"cannot upload to {name!r}: not a valid Hub repo id (expected 'user/name')."
+    if any(isinstance(e, HfHubHTTPError) for e in chain) and any(code in text for code in ("401", "403")):
+        return (
+            f"cannot upload to {name!r}: not logged in or no write access; log in with a write token "
+            "(`hf auth login`, or set HF_TOKEN)."
+        )
+    return None
+
+
 @contextmanager
-def hub_errors(name: str | os.PathLike) -> Iterator[None]:
+def hub_errors(name: str | os.PathLike, *, action: str = "load") -> Iterator[None]:
     """Re-raise Hub access failures inside the block as :class:`HubAccessError` with :func:`explain_hub_error`'s
-    message (the original error stays attached as the cause); other errors pass through unchanged."""
+    message for ``action`` (``"load"`` or ``"upload"``; the original error stays attached as the cause);
+    other errors pass through unchanged."""
     try:
         yield
     except HubAccessError:
         raise
     except (OSError, ValueError) as error:
-        message = explain_hub_error(error, str(name))
+        message = explain_hub_error(error, str(name), action=action)
         if message is None:
             raise
         raise HubAccessError(message) from error
+
+
+def default_device() -> str:
+    """Where a model runs unless told: CUDA when available, else Apple's MPS when available, else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
 def load_model_and_processor(
@@ -126,7 +167,7 @@ def load_model_and_processor(
 
     Args:
         name: a checkpoint folder (official layout or one written by :func:`save_for_hub`) or a Hub repo id.
-        device: where model and codec run (default: CUDA when available, else CPU).
+        device: where model and codec run (default: :func:`default_device`: CUDA, else MPS, else CPU).
         dtype: model weights dtype (default: bfloat16 on CUDA, float32 elsewhere). The codec stays float32.
         quantization: ``None``/``"none"``, a scheme of :data:`transformers_fish_s2.quantization.QUANTIZATION_SCHEMES`
             or a transformers quantization config; quantized models are placed with ``device_map``.
@@ -144,7 +185,7 @@ def load_model_and_processor(
     from .validation import HUB_KWARGS, parse_dtype
 
     name = str(name)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device or default_device())
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     elif isinstance(dtype, str):
@@ -293,7 +334,7 @@ Apache-2.0.
 
 def save_for_hub(
     model: FishS2ForConditionalGeneration,
-    processor: FishS2Processor,
+    processor: FishS2Processor | None,
     save_directory: str | os.PathLike,
     *,
     repo_id: str | None = None,
@@ -306,14 +347,15 @@ def save_for_hub(
     ``AutoProcessor`` and ``pipeline("text-to-speech")``."""
     directory = Path(save_directory)
     model.save_pretrained(directory, **save_kwargs)
-    processor.save_pretrained(directory, **{k: v for k, v in save_kwargs.items() if k == "max_shard_size"})
+    if processor is not None:  # ``model.push_to_hub`` without a processor uploads the model alone
+        processor.save_pretrained(directory, **{k: v for k, v in save_kwargs.items() if k == "max_shard_size"})
     model_card(model, processor, repo_id=repo_id, base_model=base_model).save(directory / "README.md")
     return directory
 
 
 def push_to_hub(
     model: FishS2ForConditionalGeneration,
-    processor: FishS2Processor,
+    processor: FishS2Processor | None,
     repo_id: str,
     *,
     private: bool | None = None,
@@ -324,11 +366,12 @@ def push_to_hub(
     base_model: str | None = DEFAULT_MODEL_ID,
     max_shard_size: str | int = "5GB",
 ) -> CommitInfo:
-    """Upload model, processor and model card to ``repo_id`` in one commit (creating the repo if needed)."""
+    """Upload model, processor (when given) and model card to ``repo_id`` in one commit (creating the repo if
+    needed). ``model.push_to_hub(repo_id, processor=...)`` calls this."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    with hub_errors(repo_id):
+    with hub_errors(repo_id, action="upload"):
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         with tempfile.TemporaryDirectory() as folder:
             save_for_hub(

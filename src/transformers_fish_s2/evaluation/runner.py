@@ -25,6 +25,7 @@ import numpy as np
 import soundfile
 import torch
 
+from ..cli import add_dtype_option
 from .meta import MetaEntry, read_meta
 from .report import write_report
 from .speaker import SpeakerEmbedder, speaker_similarity
@@ -372,10 +373,12 @@ def _versions() -> dict:
     return out
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Arguments of the runner (the ``fish-s2 eval`` sub-command reuses this)."""
+def build_parser(
+    parser: argparse.ArgumentParser | None = None, *, prog: str = "python -m transformers_fish_s2.evaluation"
+) -> argparse.ArgumentParser:
+    """Arguments of the runner (the ``fish-s2 eval`` sub-command reuses this with ``prog="fish-s2 eval"``)."""
     parser = parser or argparse.ArgumentParser(
-        prog="python -m transformers_fish_s2.evaluation",
+        prog=prog,
         description="Seed-TTS-eval style evaluation of Fish Audio S2: synthesise a meta list with voice "
         "cloning (resumable), transcribe, and report WER/CER, speaker similarity and RTF.",
     )
@@ -400,8 +403,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--limit", type=int, help="only the first N utterances")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="default: cuda if available, else cpu")
-    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], default="auto",
-                        help="model weights; auto = bfloat16 on GPU, float32 on CPU")  # fmt: skip
+    add_dtype_option(parser, help="model weights; auto = bfloat16 on GPU, float32 on CPU")
     parser.add_argument("--max-new-tokens", type=int, help="frames per utterance at most")
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--top-p", type=float)
@@ -460,9 +462,10 @@ def run_from_args(args: argparse.Namespace) -> dict:
     )  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 ok, 1 failed, 2 bad arguments)."""
-    parser = build_parser()
+def main(argv: list[str] | None = None, *, prog: str = "python -m transformers_fish_s2.evaluation") -> int:
+    """Command-line entry point; returns the exit status (0 ok, 1 failed, 2 bad arguments). Errors are one
+    ``<prog>: error: ...`` line, like argparse's and the other ``fish-s2`` commands'."""
+    parser = build_parser(prog=prog)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
@@ -470,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run_from_args(args)
     except (FileNotFoundError, ValueError, TypeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     wer = report["wer"]
     summary = f"{wer['name']} {100 * wer['mean']:.3f} % (corpus {100 * wer['corpus']:.3f} %, {wer['num_above_50']} > 50 %)"

@@ -191,6 +191,10 @@ class FishS2FastTransformerConfig(_FishS2TransformerConfig):
         )
 
 
+S2_SAMPLING_RATE = 44100
+"""Sample rate of the S2 codec, whose codes this model generates."""
+
+
 class FishS2Config(PretrainedConfig):
     """Fish Audio S2 Dual-AR text-to-speech model (``model_type = "fish_qwen3_omni"``).
 
@@ -241,6 +245,12 @@ class FishS2Config(PretrainedConfig):
     @property
     def num_codebooks(self) -> int:
         return self.audio_decoder_config.num_codebooks
+
+    @property
+    def sampling_rate(self) -> int:
+        """Rate of the audio this model's codes decode to (the S2 codec's 44.1 kHz; the codec's config says the
+        same), here so generic text-to-speech code finds it on ``model.config`` as for other models."""
+        return S2_SAMPLING_RATE
 
     @property
     def num_parameters(self) -> int:

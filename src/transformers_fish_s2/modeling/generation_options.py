@@ -81,6 +81,9 @@ OPTIONS: tuple[Option, ...] = (
 )
 """The options the frame loop implements, in the order they are checked."""
 
+SAMPLING_ONLY = frozenset(option.name for option in OPTIONS if option.when_sampling)
+"""Options that only matter with ``do_sample=True``."""
+
 IMPLEMENTED_FIELDS = frozenset({option.name for option in OPTIONS} | {"compile_config"})
 """``GenerationConfig`` fields ``generate`` reads (``compile_config`` configures ``compile=True``)."""
 
@@ -112,9 +115,11 @@ class FishS2GenerationConfig(GenerationConfig):
     def __init__(self, **kwargs):
         # Set the extra fields ourselves: GenerationConfig drops unknown kwargs when built from a model config.
         extra = {key: kwargs.pop(key, None) for key in FISH_S2_EXTRA_FIELDS}
+        greedy = kwargs.get("do_sample") is False  # sampling defaults would only make GenerationConfig warn
         for key, value in FISH_S2_GENERATION_DEFAULTS.items():
-            if key not in FISH_S2_EXTRA_FIELDS and kwargs.get(key) is None:
-                kwargs[key] = value
+            if key in FISH_S2_EXTRA_FIELDS or kwargs.get(key) is not None or (greedy and key in SAMPLING_ONLY):
+                continue
+            kwargs[key] = value
         super().__init__(**kwargs)
         for key, value in extra.items():
             setattr(self, key, FISH_S2_GENERATION_DEFAULTS[key] if value is None else value)
@@ -141,6 +146,12 @@ def merge_generation_config(
             "generation_config must be a transformers GenerationConfig, got "
             f"{type(generation_config).__name__}; pass options as keyword arguments"
         )
+    if "output_audio" in kwargs:  # CSM's flag; here the codec belongs to the processor, not the model
+        raise TypeError(
+            "Fish S2 generate() returns codes, not audio (output_audio): the codec lives on the processor. Decode "
+            "with processor.batch_decode(output) (one waveform per row), or use pipeline('text-to-speech'), "
+            "which generates and decodes"
+        )
     known = GenerationConfig().to_dict().keys() | set(FISH_S2_EXTRA_FIELDS)
     if unknown := sorted(kwargs.keys() - known):
         raise TypeError(f"generate() got unexpected keyword argument(s) {unknown}")
@@ -149,6 +160,8 @@ def merge_generation_config(
         values.update(_set_fields(generation_config))
     values.update(kwargs)
     check_options(values)
+    if values.get("do_sample") is False:  # unused when greedy; GenerationConfig would warn the user about them
+        values = {key: value for key, value in values.items() if key not in SAMPLING_ONLY}
     return FishS2GenerationConfig(**values)
 
 

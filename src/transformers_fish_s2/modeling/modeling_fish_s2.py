@@ -554,6 +554,34 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         self.post_init()
         self.register_state_dict_post_hook(_row_major_state_dict)
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        processor=None,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        max_shard_size: str | int = "5GB",
+        create_pr: bool = False,
+        revision: str | None = None,
+    ):
+        """Upload the model (and ``processor``, if given) with this package's model card in one commit;
+        transformers' mixin would write its generic card. Hub failures say that the upload failed and why."""
+        from ..hub import push_to_hub
+
+        return push_to_hub(
+            self,
+            processor,
+            repo_id,
+            commit_message=commit_message or "Upload Fish S2 model and model card",
+            private=private,
+            token=token,
+            max_shard_size=max_shard_size,
+            create_pr=create_pr,
+            revision=revision,
+        )
+
     def optimize_for_cpu_decoding(self, enable: bool = True) -> FishS2ForConditionalGeneration:
         """Store every plain fp32 ``nn.Linear`` weight column-major (``enable=False``: row-major again); returns
         ``self``.

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .generation_options import FISH_S2_GENERATION_DEFAULTS
+
 if TYPE_CHECKING:
     from transformers import GenerationConfig
 
@@ -165,12 +167,17 @@ class FishS2Sampler:
         dtype: torch.dtype,
         batch_size: int | None = None,
     ) -> FishS2Sampler:
-        """The sampler a (checked) generation config asks for, with the model's token ids."""
+        """The sampler a (checked) generation config asks for, with the model's token ids. A greedy config leaves
+        the sampling values unset (so transformers does not warn about them); the sampler holds the defaults."""
+        def sampling_value(name: str):
+            value = getattr(generation_config, name, None)
+            return FISH_S2_GENERATION_DEFAULTS[name] if value is None else value
+
         return cls.build(
             do_sample=bool(generation_config.do_sample),
-            temperature=generation_config.temperature,
-            top_p=generation_config.top_p,
-            top_k=generation_config.top_k,
+            temperature=sampling_value("temperature"),
+            top_p=sampling_value("top_p"),
+            top_k=sampling_value("top_k"),
             ras_temperature=generation_config.ras_temperature,
             ras_top_p=generation_config.ras_top_p,
             repetition_penalty=generation_config.repetition_penalty,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -25,6 +26,8 @@ import torch
 
 from ..codec.modeling_codec import DECODE_CHUNK_FRAMES
 from ..files import atomic_output
+
+logger = logging.getLogger(__name__)
 
 SAMPLING_RATE = 44100
 AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
@@ -104,10 +107,24 @@ def _check_length_and_rate(samples: int, rate: int, max_seconds: float, what: st
         )
 
 
+def from_datasets_audio(
+    audio: object, sampling_rate: int | None, *, name: str = "audio"
+) -> tuple[object, int | None]:
+    """``(array, sampling_rate)`` of a ``datasets`` Audio value (``{"array", "sampling_rate"}``, with or without
+    ``path``), so such a dict is accepted wherever audio is; any other value is returned unchanged."""
+    if not (isinstance(audio, dict) and "array" in audio):
+        return audio, sampling_rate
+    rate = audio.get("sampling_rate")
+    if sampling_rate is not None and rate is not None and sampling_rate != rate:
+        raise ValueError(f"{name}: sampling_rate={sampling_rate} was given but the audio dict says {rate} Hz")
+    return np.asarray(audio["array"]), sampling_rate if rate is None else rate
+
+
 def audio_seconds(audio: AudioSource, sampling_rate: int | None = None) -> float | None:
     """Length in seconds of a file (from its header, nothing decoded) or of an array at ``sampling_rate``; ``None``
     when it cannot tell (:func:`load_audio` then says why). Lets a caller compare a clip with its budget before
     paying for decoding, resampling and encoding it."""
+    audio, sampling_rate = from_datasets_audio(audio, sampling_rate)
     if isinstance(audio, (str, os.PathLike, bytes)):
         try:
             info = soundfile.info(io.BytesIO(audio) if isinstance(audio, bytes) else os.fspath(audio))
@@ -140,10 +157,12 @@ def load_audio(
 ) -> np.ndarray:
     """Any supported audio input as a finite mono float32 waveform at ``target_rate`` (44.1 kHz).
 
-    ``audio`` is a file path, the bytes of a file, or an array/tensor. Arrays need ``sampling_rate``; for
+    ``audio`` is a file path, the bytes of a file, an array/tensor, or a ``datasets`` audio dict
+    (``{"array", "sampling_rate"}``). Arrays need ``sampling_rate``; for
     files it is read from the file (a ``sampling_rate`` that disagrees is an error). Audio longer than
     ``max_seconds`` is refused before it is decoded or resampled.
     """
+    audio, sampling_rate = from_datasets_audio(audio, sampling_rate, name=name)
     if sampling_rate is not None and (isinstance(sampling_rate, bool) or not isinstance(sampling_rate, int)):
         raise TypeError(f"{name}: sampling_rate must be an int (Hz), got {sampling_rate!r}")
     if sampling_rate is not None and sampling_rate <= 0:
@@ -182,9 +201,16 @@ def save_audio(
 ) -> None:
     """Write one waveform; the format (WAV 16-bit, FLAC, OGG Vorbis, MP3) follows the file extension.
 
-    The file is written under a temporary name and renamed when complete, so a failure leaves no partial file.
+    Empty audio (a generation that produced no frames) is written as a valid file of zero samples, with a
+    warning: the one rule for empty audio everywhere (the processor, the pipeline's callers, the CLI), so a
+    script's next step still finds its file. The file is written under a temporary name and renamed when
+    complete, so a failure leaves no partial file.
     """
-    waveform = as_mono_float32(audio.squeeze() if hasattr(audio, "squeeze") else audio, name="audio")
+    if (audio.numel() if isinstance(audio, torch.Tensor) else np.size(audio)) == 0:
+        logger.warning("the audio for %s has no samples; writing an empty file", str(path))
+        waveform = np.zeros(0, dtype=np.float32)
+    else:
+        waveform = as_mono_float32(audio.squeeze() if hasattr(audio, "squeeze") else audio, name="audio")
     with audio_writer(path, sampling_rate) as sink:
         sink.write(np.clip(waveform, -1.0, 1.0))
 

@@ -25,9 +25,17 @@ from ..checkpoint import record_pipeline_processor_error, require_file
 from ..codec import FishS2CodecModel
 from ..validation import HUB_KWARGS
 from . import audio as audio_io
-from .markup import DEFAULT_CHUNK_LENGTH, DEFAULT_MAX_TURNS, Markup, parse_markup, validate_text
+from .markup import (
+    DEFAULT_CHUNK_LENGTH,
+    DEFAULT_MAX_TURNS,
+    SPEAKER_TAG,
+    Markup,
+    parse_markup,
+    validate_text,
+)
 from .markup import chunk_text as split_into_chunks
 from .prompt import FishS2Conversation, PromptEncoder
+from .sentences import sentence_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +144,9 @@ class FishS2Processor(ProcessorMixin):
         text: str | Sequence[str],
         references: Reference | Sequence[Reference] | Sequence[Sequence[Reference] | None] | None = None,
         *,
+        audio: object = None,
+        sampling_rate: int | None = None,
+        reference_text: str | Sequence[str] | None = None,
         return_tensors: str = "pt",
         allow_control_tokens: bool = False,
         **kwargs,
@@ -150,6 +161,9 @@ class FishS2Processor(ProcessorMixin):
                 "sampling_rate": int}`` (rate only for arrays) or ``{"text": transcript, "codes": [C, T]}``.
                 A list of references is shared by the whole batch; a list of lists (or ``None``) gives one
                 entry per batch item.
+            audio, sampling_rate, reference_text: the transformers form of ``references``: one reference clip or a
+                list (paths, bytes, arrays at ``sampling_rate``, or ``datasets`` audio dicts), with
+                ``reference_text`` the transcript of each, in order; shared by the whole batch.
             return_tensors: ``"pt"`` or ``"np"``.
             allow_control_tokens: accept reserved tokens such as ``<|im_end|>`` in the texts (they then act
                 as control tokens; only for callers who build prompt structure on purpose).
@@ -167,6 +181,12 @@ class FishS2Processor(ProcessorMixin):
         """
         if kwargs:
             raise TypeError(f"FishS2Processor got unexpected keyword argument(s) {sorted(kwargs)}")
+        if audio is not None or reference_text is not None:
+            if references is not None:
+                raise ValueError("give the reference voices either as references= or as audio= + reference_text=")
+            references = _references_from_audio(audio, sampling_rate, reference_text)
+        elif sampling_rate is not None:
+            raise ValueError("sampling_rate describes audio=; there is no audio")
         if return_tensors not in ("pt", "np"):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
         texts, names = self._texts(text)
@@ -195,21 +215,26 @@ class FishS2Processor(ProcessorMixin):
         return self._pad(prompts, return_tensors)
 
     def chunk_text(
-        self, text: str, *, chunk_length: int | None = None, max_turns: int = DEFAULT_MAX_TURNS
+        self,
+        text: str,
+        *,
+        chunk_length: int | None = None,
+        max_turns: int = DEFAULT_MAX_TURNS,
+        split_sentences: bool = False,
     ) -> list[str]:
-        """Split ``text`` into the chunks the reference generates one after the other (long text in
-        docs/reference-behaviour.md).
+        """Split ``text`` into the chunks generated one after the other (long text in
+        docs/reference-behaviour.md, long-form in docs/long-text.md).
 
-        No speaker tags: one chunk. Otherwise speaker turns grouped into chunks of at most ``max_turns``
-        turns and ``chunk_length`` UTF-8 bytes (default ``self.chunk_length``). Text before the first speaker
-        tag is dropped, as in the reference.
+        Speaker turns are grouped into chunks of at most ``max_turns`` turns and ``chunk_length`` UTF-8 bytes
+        (default ``self.chunk_length``); text before the first speaker tag is dropped, as in the reference. A
+        text without speaker tags is one chunk, as in the reference, unless ``split_sentences``: then it is
+        cut into chunks of whole sentences of at most ``chunk_length`` bytes (:mod:`.sentences`).
         """
         validate_text(text)
-        return split_into_chunks(
-            text,
-            chunk_length=self.chunk_length if chunk_length is None else chunk_length,
-            max_turns=max_turns,
-        )
+        chunk_length = self.chunk_length if chunk_length is None else chunk_length
+        if split_sentences and not SPEAKER_TAG.search(text):
+            return sentence_chunks(text, chunk_length)
+        return split_into_chunks(text, chunk_length=chunk_length, max_turns=max_turns)
 
     def parse_markup(self, text: str) -> Markup:
         """The speaker turns and inline ``[tags]`` of ``text``."""
@@ -380,9 +405,7 @@ class FishS2Processor(ProcessorMixin):
         last entry, as in the reference. Returns torch tensors on the CPU, or numpy arrays with
         ``return_tensors="np"``.
         """
-        if hasattr(audio_codes, "sequences"):
-            lengths = getattr(audio_codes, "lengths", None) if lengths is None else lengths
-            audio_codes = audio_codes.sequences
+        audio_codes, lengths = _codes_and_lengths(audio_codes, lengths)
         if isinstance(audio_codes, np.ndarray):
             audio_codes = torch.from_numpy(audio_codes)
         if isinstance(audio_codes, torch.Tensor) and audio_codes.ndim == 2:
@@ -395,7 +418,8 @@ class FishS2Processor(ProcessorMixin):
     def batch_decode(
         self, audio_codes, lengths=None, *, return_tensors: str = "pt"
     ) -> list[torch.Tensor] | list[np.ndarray]:
-        """Decode ``[B, C, N]`` codes (or a list of ``[C, N_i]``) to a list of B waveforms.
+        """Decode ``[B, C, N]`` codes (or a list of ``[C, N_i]``, or what ``generate`` returns) to a list of B
+        waveforms.
 
         Rows are decoded together and cut to ``lengths[b] * frame_length`` samples; the codec is causal, so
         padding frames after a row's end do not change its audio.
@@ -404,7 +428,7 @@ class FishS2Processor(ProcessorMixin):
             raise ValueError("this processor has no codec, so it cannot decode audio; load it with its codec")
         if return_tensors not in ("pt", "np"):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
-        codes, lengths = self._decode_batch(audio_codes, lengths)
+        codes, lengths = self._decode_batch(*_codes_and_lengths(audio_codes, lengths))
         frame_length = self._codec.config.frame_length
         waveforms = self._codec.decode(codes).audio_values[:, 0].to("cpu", torch.float32)
         out = [waveforms[b, : int(n) * frame_length] for b, n in enumerate(lengths)]
@@ -599,6 +623,27 @@ def _check_tokenizer_file(name: str, subfolder: str) -> None:
     local = Path(name, subfolder)
     if local.is_dir():
         require_file(local / "tokenizer.json")
+
+
+def _references_from_audio(audio, sampling_rate: int | None, reference_text) -> list[dict]:
+    """``references`` from the ``audio=`` / ``sampling_rate=`` / ``reference_text=`` form of the processor call."""
+    clips = list(audio) if isinstance(audio, (list, tuple)) else [audio]
+    texts = [reference_text] if isinstance(reference_text, str) else list(reference_text or [])
+    if audio is None or len(texts) != len(clips):
+        raise ValueError(
+            f"reference_text needs one transcript per audio clip: got {len(texts)} transcript(s) for "
+            f"{0 if audio is None else len(clips)} clip(s)"
+        )
+    rate = {} if sampling_rate is None else {"sampling_rate": sampling_rate}
+    return [{"text": text, "audio": clip, **rate} for clip, text in zip(clips, texts)]
+
+
+def _codes_and_lengths(audio_codes, lengths):
+    """``(sequences, lengths)`` of a generation output (explicit ``lengths`` win), other codes unchanged."""
+    if hasattr(audio_codes, "sequences"):
+        lengths = getattr(audio_codes, "lengths", None) if lengths is None else lengths
+        audio_codes = audio_codes.sequences
+    return audio_codes, lengths
 
 
 def _read_json(path: str) -> dict:

@@ -178,39 +178,52 @@ class FishS2Conversation:
         self.allow_control_tokens = allow_control_tokens
         self._system = system_message(references)
         self._history: list[tuple[str, torch.Tensor]] = []
+        self.dropped = 0
+        """Chunks rolled out of the history to keep prompts inside ``max_length``."""
 
     @property
     def history(self) -> list[tuple[str, torch.Tensor]]:
         """``(user text, generated codes [num_codebooks, N])`` for every chunk appended so far."""
         return list(self._history)
 
-    def prompt_for(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``input_ids [T]`` and ``audio_codes [num_codebooks, T]`` to generate the audio of ``text`` next."""
-        user_text = self._user_text(text)
-        parts = [
-            *self._history_parts(),
-            *message("user", [user_text]),
-            *message("assistant", voice=True, close=False),
-        ]
-        input_ids, audio_codes = self.encoder.encode(parts)
+    def prompt_for(self, text: str, *, reserve: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids [T]`` and ``audio_codes [num_codebooks, T]`` to generate the audio of ``text`` next.
+
+        With ``max_length`` set, the history is rolled: the oldest chunks are dropped (the references in the
+        system message are kept) until the prompt leaves ``reserve`` positions free for the generated audio,
+        so a book-length text never outgrows the context. Dropped chunks are counted in ``dropped``.
+        """
+        user_text = self.check_text(text)
+        while True:
+            parts = [
+                *self._history_parts(),
+                *message("user", [user_text]),
+                *message("assistant", voice=True, close=False),
+            ]
+            input_ids, audio_codes = self.encoder.encode(parts)
+            if self.max_length is None or len(input_ids) + reserve <= self.max_length or not self._history:
+                break
+            self._history.pop(0)
+            self.dropped += 1
         if self.max_length is not None and len(input_ids) >= self.max_length:
             raise ValueError(
                 f"the prompt is {len(input_ids)} tokens but the model context is {self.max_length} tokens "
-                f"(max_length), and at least one position must stay free for the generated audio "
-                f"(history: {len(self._history)} chunk(s)); shorten the text or the reference audio, "
-                "or start a new conversation"
+                f"(max_length), and at least one position must stay free for the generated audio; shorten "
+                "the text (or its chunks: chunk_length) or the reference audio"
             )
         return input_ids, audio_codes
 
     def append_generated(self, text: str, codes: torch.Tensor) -> None:
         """Record that ``codes [num_codebooks, N]`` were generated for ``text`` (the ``prompt_for`` text)."""
-        user_text = self._user_text(text)
+        user_text = self.check_text(text)
         # Residual codes are checked against the model's range, not the codec's: the reference keeps the
         # fast AR's unmasked outputs in the history (its head is 4096-way for every codebook).
         codes = self.encoder.check_codes(codes, name="codes", allow_empty=True)
         self._history.append((user_text, codes))
 
-    def _user_text(self, text: str) -> str:
+    def check_text(self, text: str) -> str:
+        """The user message for ``text``, after the checks every processor input gets (so a long text can be
+        checked chunk by chunk before any audio is generated)."""
         validate_text(
             text, name="text", reserved=self.encoder.reserved, allow_control_tokens=self.allow_control_tokens
         )

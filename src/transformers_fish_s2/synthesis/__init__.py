@@ -3,7 +3,11 @@
 See ``docs/synthesize.md``; the command is ``fish-s2 synthesize``.
 """
 
-from .inputs import Row, read_rows
-from .runner import SingleProcess, Summary, process_state, synthesize
+from ..lazy_exports import lazy_exports
 
-__all__ = ["Row", "SingleProcess", "Summary", "process_state", "read_rows", "synthesize"]
+_EXPORTS = {
+    **dict.fromkeys(("Row", "read_rows"), ".inputs"),
+    **dict.fromkeys(("SingleProcess", "Summary", "process_state", "synthesize"), ".runner"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)  # `fish-s2 --help` imports .cli without the engine
+__all__ = sorted(_EXPORTS)

@@ -17,7 +17,7 @@ from .inputs import DEFAULT_COLUMNS
 
 def add_synthesize_parser(commands: argparse._SubParsersAction) -> None:
     """Register ``synthesize`` on the ``fish-s2`` sub-command parser."""
-    from ..cli import _add_model_options
+    from ..cli import _add_model_options, add_dtype_option
 
     parser = commands.add_parser(
         "synthesize", help="speak a corpus of texts into an audio dataset", description=run.__doc__
@@ -29,10 +29,7 @@ def add_synthesize_parser(commands: argparse._SubParsersAction) -> None:
         "-o", "--output", type=Path, required=True, help="dataset folder (created; resumable)"
     )
     _add_model_options(parser)
-    parser.add_argument(
-        "--dtype", choices=("auto", "bfloat16", "float16", "float32"), default="auto",
-        help="model weights (auto: bfloat16 on CUDA, float32 otherwise)",
-    )  # fmt: skip
+    add_dtype_option(parser, help="model weights (auto: bfloat16 on CUDA, float32 otherwise)")
     columns = parser.add_argument_group("input columns (defaults are used when the input has them)")
     columns.add_argument("--split", default="train", help="split of a datasets input (default train)")
     for role, default in DEFAULT_COLUMNS.items():

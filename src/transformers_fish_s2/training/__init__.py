@@ -5,22 +5,14 @@ default adapter targets, ``trainer`` wires the ``Trainer``, ``adapter`` saves an
 ``peft`` is imported only by ``lora``, ``trainer`` and ``adapter`` (the ``train`` extra).
 """
 
-from .collator import FishS2DataCollator
-from .examples import (
-    IGNORE_INDEX,
-    ClipEncoder,
-    DatasetMapper,
-    build_training_example,
-    load_clip,
-    prepare_examples,
-)
+from ..lazy_exports import lazy_exports
 
-__all__ = [
-    "IGNORE_INDEX",
-    "ClipEncoder",
-    "DatasetMapper",
-    "FishS2DataCollator",
-    "build_training_example",
-    "load_clip",
-    "prepare_examples",
-]
+_EXPORTS = {
+    "FishS2DataCollator": ".collator",
+    **dict.fromkeys(
+        ("IGNORE_INDEX", "ClipEncoder", "DatasetMapper", "build_training_example", "load_clip", "prepare_examples"),
+        ".examples",
+    ),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)  # `fish-s2 --help` reads .defaults without torch
+__all__ = sorted(_EXPORTS)
