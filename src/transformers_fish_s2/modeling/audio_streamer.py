@@ -24,12 +24,13 @@ class _Failure:
 
 def end_stream(streamer: BaseStreamer, error: BaseException | None = None) -> None:
     """End ``streamer`` after a generation that raised ``error``: a streamer with ``fail`` hands the error on to
-    its consumer, any other is ended, so a consumer's ``for chunk in streamer`` loop never waits forever."""
-    fail = getattr(streamer, "fail", None)
+    its consumer, any other is ended, so a consumer's ``for chunk in streamer`` loop never waits forever. An
+    object that is no streamer at all (the error may be about just that) is left alone."""
+    fail, end = getattr(streamer, "fail", None), getattr(streamer, "end", None)
     if error is not None and callable(fail):
         fail(error)
-    else:
-        streamer.end()
+    elif callable(end):
+        end()
 
 
 class FishS2AudioStreamer(BaseStreamer):
