@@ -63,13 +63,13 @@ class CLIError(Exception):
     """A mistake in the command line or its inputs; printed without a stack trace."""
 
 
-class _Terminated(BaseException):
+class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that cleanup runs (temporary files, the generation thread) before
     ``fish-s2`` exits with status 143. A ``BaseException`` like ``KeyboardInterrupt``, so no handler swallows it."""
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    raise _Terminated
+    raise Terminated
 
 
 SIGTERM_CLEANUP_COMMANDS = ("speak", "encode", "decode")
@@ -79,7 +79,7 @@ re-raises the signal itself) keep the default handling."""
 
 @contextmanager
 def _sigterm_raises(command: str) -> Iterator[None]:
-    """Turn SIGTERM into :class:`_Terminated` while a file-writing command runs (main thread only: signals go
+    """Turn SIGTERM into :class:`Terminated` while a file-writing command runs (main thread only: signals go
     there)."""
     if command not in SIGTERM_CLEANUP_COMMANDS or threading.current_thread() is not threading.main_thread():
         yield
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("audio", type=Path, help="audio file (wav/flac/ogg/mp3, any rate, mixed to mono)")
     encode.add_argument("-o", "--output", type=Path, help="codes file (default: <audio>.codes.safetensors)")
     encode.add_argument("--text", help="transcript of the clip, stored with the codes")
-    _add_model_options(encode)
+    add_model_options(encode)
     encode.set_defaults(run=_encode)
 
     decode = commands.add_parser("decode", help="decode a codes file to audio", description=_decode.__doc__)
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "codes", type=Path, help="codes file written by `fish-s2 encode` or `speak --save-codes`"
     )
     decode.add_argument("-o", "--output", type=Path, help="audio file (default: <codes>.wav)")
-    _add_model_options(decode)
+    add_model_options(decode)
     decode.set_defaults(run=_decode)
 
     memory = commands.add_parser(
@@ -308,7 +308,7 @@ def positive_int(value: str) -> int:
     return number
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL_ID,
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fish-s2: interrupted", file=sys.stderr)
         return 130
-    except _Terminated:
+    except Terminated:
         print("fish-s2: terminated", file=sys.stderr)
         return 143
     except (CLIError, ValueError, OSError) as error:
@@ -402,13 +402,13 @@ def check_output_path(path: Path, option: str, extensions: tuple[str, ...] = AUD
         raise CLIError(f"{option}: {error}") from None
 
 
-def _check_codes_path(path: Path, option: str) -> None:
+def check_codes_path(path: Path, option: str) -> None:
     if path.suffix.lower() != ".safetensors":
         raise CLIError(f"{option} {str(path)!r}: codes files end in .safetensors")
     check_output_path(path, option, (".safetensors",))
 
 
-def _generation_kwargs(args: argparse.Namespace) -> dict:
+def generation_kwargs_from_args(args: argparse.Namespace) -> dict:
     """The generate options from the command line, checked with the same table generate uses."""
     from .modeling.generation_options import FISH_S2_GENERATION_DEFAULTS, check_options
 
@@ -436,7 +436,10 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
     return kwargs
 
 
-def _load(model: str, device: str | None, dtype: str | None = None, quantization: str | None = None):
+def load_checkpoint(
+    model: str, device: str | None, dtype: str | None = None, quantization: str | None = None
+):
+    """Model and processor for a subcommand, with a checkpoint's problems as one-line :class:`CLIError`s."""
     from .hub import load_model_and_processor
     from .modeling import FishS2CheckpointError
 
@@ -477,12 +480,12 @@ def _encode(args: argparse.Namespace) -> None:
     from .processing.audio import ReferenceEncoder, load_audio
 
     output = args.output or args.audio.with_name(args.audio.stem + ".codes.safetensors")
-    _check_codes_path(output, "--output")
+    check_codes_path(output, "--output")
     if not args.audio.is_file():
         raise CLIError(f"audio file not found: {str(args.audio)!r}")
     if args.text is not None and not args.text.strip():
         raise CLIError("--text is empty; give the transcript of the clip or leave --text out")
-    _, processor = _load(args.model, args.device, quantization=None)
+    _, processor = load_checkpoint(args.model, args.device, quantization=None)
     waveform = load_audio(args.audio, target_rate=processor.sampling_rate, name=str(args.audio))
     codes = ReferenceEncoder(processor.codec, max_entries=0)(waveform)
     write_codes_file(output, codes, text=args.text, sampling_rate=processor.sampling_rate, model=args.model)
@@ -497,7 +500,7 @@ def _decode(args: argparse.Namespace) -> None:
     output = args.output or args.codes.with_name(args.codes.name.split(".")[0] + ".wav")
     check_output_path(output, "--output")
     codes, metadata = read_codes_and_metadata(args.codes)
-    _, processor = _load(args.model, args.device, quantization=None)
+    _, processor = load_checkpoint(args.model, args.device, quantization=None)
     check_codes_match_checkpoint(args.codes, codes, metadata, processor)
     samples = processor.save_decoded_audio(codes, output)  # any length, in bounded memory
     logger.info(

@@ -74,7 +74,7 @@ def run_finetune(args: argparse.Namespace) -> None:
     adapter (adapter weights, config and a model card naming the base model) to --out, and to a Hub repo with
     --push-to-hub. Every clip and transcript is checked before training starts; clips at other rates are
     resampled."""
-    from .cli import CLIError, _load
+    from .cli import CLIError, load_checkpoint
     from .hub import DEFAULT_MODEL_ID
 
     for option, value in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--rank", args.rank)):
@@ -85,7 +85,7 @@ def run_finetune(args: argparse.Namespace) -> None:
     texts, clips = read_data_folder(args.data, args.audio_extensions)
     base = args.model or DEFAULT_MODEL_ID
     quantization = "bnb-4bit" if args.quantization == "4bit" else None
-    model, processor = _load(base, args.device, quantization=quantization)
+    model, processor = load_checkpoint(base, args.device, quantization=quantization)
 
     import transformers
 

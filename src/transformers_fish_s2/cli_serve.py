@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import CLIError, _add_model_options, _load, add_dtype_option
+from .cli import CLIError, add_dtype_option, add_model_options, load_checkpoint
 
 API_KEY_ENV = "FISH_S2_API_KEY"
 
@@ -23,7 +23,7 @@ def add_serve_parsers(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve", help="run the OpenAI- and fish-speech-compatible speech server", description=_serve.__doc__
     )
-    _add_model_options(serve)
+    add_model_options(serve)
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
@@ -58,7 +58,7 @@ def add_serve_parsers(commands: argparse._SubParsersAction) -> None:
     add.add_argument("audio", type=Path, help="reference clip (wav/flac/ogg/mp3)")
     add.add_argument("--text", required=True, help="transcript of the clip")
     add.add_argument("--overwrite", action="store_true", help="replace a voice of the same name")
-    _add_model_options(add)
+    add_model_options(add)
     for parser in (add, actions.add_parser("list", help="list saved voices"),
                    actions.add_parser("remove", help="delete a saved voice")):  # fmt: skip
         parser.add_argument(
@@ -90,7 +90,7 @@ def _serve(args: argparse.Namespace) -> None:
         max_body_bytes=int(args.max_body_mb * 2**20),
         drain_seconds=args.drain_seconds,
     )
-    model, processor = _load(args.model, args.device, None if args.dtype == "auto" else args.dtype)
+    model, processor = load_checkpoint(args.model, args.device, None if args.dtype == "auto" else args.dtype)
     engine = FishS2Engine(
         model,
         processor,
@@ -132,7 +132,7 @@ def _voices(args: argparse.Namespace) -> None:
             raise CLIError(f"audio file not found: {str(args.audio)!r}")
         from .processing.audio import ReferenceEncoder, load_audio
 
-        _, processor = _load(args.model, args.device)
+        _, processor = load_checkpoint(args.model, args.device)
         store = VoiceStore(folder)
         store.check_name_available(args.name, overwrite=args.overwrite)
         waveform = load_audio(args.audio, target_rate=processor.sampling_rate, name=str(args.audio))

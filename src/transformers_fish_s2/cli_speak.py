@@ -18,14 +18,14 @@ from .cli import (
     QUANTIZATION_ALIASES,
     QUANTIZATION_CHOICES,
     CLIError,
-    _add_model_options,
-    _check_codes_path,
-    _generation_kwargs,
-    _load,
-    _Terminated,
+    Terminated,
     add_dtype_option,
+    add_model_options,
     check_codes_match_checkpoint,
+    check_codes_path,
     check_output_path,
+    generation_kwargs_from_args,
+    load_checkpoint,
     logger,
     read_codes_and_metadata,
     write_codes_file,
@@ -57,7 +57,7 @@ def add_speak_parser(commands) -> None:
         choices=STREAM_FORMATS,
         help="with -o -: a WAV stream (default) or raw 16-bit little-endian mono PCM at the model's rate",
     )
-    _add_model_options(speak)
+    add_model_options(speak)
     add_dtype_option(speak, help="model weights (auto: bfloat16 on CUDA, float32 otherwise)")
     speak.add_argument(
         "--quantization",
@@ -137,7 +137,7 @@ def _speak(args: argparse.Namespace) -> None:
     text = _read_text(args)
     stream_format = _check_output(args)
     references = _reference_specs(args)
-    generation = _generation_kwargs(args)
+    generation = generation_kwargs_from_args(args)
     _warn_about_reference_clips(references)
     if args.compile:
         logger.info(
@@ -145,7 +145,7 @@ def _speak(args: argparse.Namespace) -> None:
             "on a CPU; inductor caches it for later runs)"
         )
 
-    model, processor = _load(
+    model, processor = load_checkpoint(
         args.model, args.device, args.dtype, QUANTIZATION_ALIASES.get(args.quantization, args.quantization)
     )
     references = [_load_reference(spec, processor) for spec in references]
@@ -247,7 +247,7 @@ def _check_no_control_tokens(text: str, what: str) -> None:
 def _check_output(args: argparse.Namespace) -> str:
     """Check --output, --format and --save-codes; returns the format for standard output."""
     if args.save_codes is not None:
-        _check_codes_path(args.save_codes, "--save-codes")
+        check_codes_path(args.save_codes, "--save-codes")
     if str(args.output) == STDOUT:
         return args.format or "wav"
     if args.format is not None:
@@ -430,5 +430,5 @@ def _join(worker: threading.Thread) -> None:
     while worker.is_alive():
         try:
             worker.join()
-        except (KeyboardInterrupt, _Terminated):
+        except (KeyboardInterrupt, Terminated):
             continue

@@ -17,7 +17,7 @@ from .inputs import DEFAULT_COLUMNS
 
 def add_synthesize_parser(commands: argparse._SubParsersAction) -> None:
     """Register ``synthesize`` on the ``fish-s2`` sub-command parser."""
-    from ..cli import _add_model_options, add_dtype_option
+    from ..cli import add_dtype_option, add_model_options
 
     parser = commands.add_parser(
         "synthesize", help="speak a corpus of texts into an audio dataset", description=run.__doc__
@@ -28,7 +28,7 @@ def add_synthesize_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "-o", "--output", type=Path, required=True, help="dataset folder (created; resumable)"
     )
-    _add_model_options(parser)
+    add_model_options(parser)
     add_dtype_option(parser, help="model weights (auto: bfloat16 on CUDA, float32 otherwise)")
     columns = parser.add_argument_group("input columns (defaults are used when the input has them)")
     columns.add_argument("--split", default="train", help="split of a datasets input (default train)")
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> None:
     """Speak every row of a JSONL/CSV/TXT file or a datasets dataset into a Parquet audio dataset that
     `datasets.load_dataset(OUTPUT)` loads. Killed and restarted with the same command, it continues where it
     stopped. Under `accelerate launch` (or torchrun) the processes split the rows."""
-    from ..cli import CLIError, _generation_kwargs
+    from ..cli import CLIError, generation_kwargs_from_args
     from ..hub import load_model_and_processor
     from .inputs import read_rows
     from .runner import process_state, synthesize
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
         _check_can_push()
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
-    generation = _generation_kwargs(args)
+    generation = generation_kwargs_from_args(args)
     if args.chunk_length is not None:
         generation["chunk_length"] = args.chunk_length
     columns = {role: getattr(args, f"{role}_column") for role in DEFAULT_COLUMNS}
