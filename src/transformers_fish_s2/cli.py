@@ -309,6 +309,7 @@ def positive_int(value: str) -> int:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model and --device, the same for every subcommand that loads a checkpoint."""
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL_ID,
