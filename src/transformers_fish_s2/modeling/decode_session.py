@@ -243,8 +243,9 @@ class FishS2DecodeSession:
         codes = [code]
         # Fast positions 0 (the slow hidden state) and 1 (the semantic code) in one pass, then one per codebook.
         inputs, position = torch.stack([fast.project_in(hidden), fast.embed_codes(code)], dim=1), 0
+        shortcut = fast.can_step(self.fast_cache)  # asked once per frame, not once per position
         for index in range(1, config.num_codebooks):
-            fast_logits = fast.decode_step(inputs, position, self.fast_cache)
+            fast_logits = fast.decode_step(inputs, position, self.fast_cache, shortcut=shortcut)
             code = sampler.sample_code(fast_logits, uniforms(layout.codebook, index))
             codes.append(code)
             inputs, position = fast.embed_codes(code)[:, None], index + 1
