@@ -87,16 +87,30 @@ class FishS2Output(ModelOutput):
         return self.cache
 
 
+_INVERSE_FREQUENCIES: dict[tuple[int, float, torch.device], torch.Tensor] = {}
+
+
+def _inverse_frequencies(head_dim: int, base: float, device: torch.device) -> torch.Tensor:
+    """:func:`rope_inverse_frequencies`, made once per shape and device when eager (64 fp32 values that no
+    ``model.to`` can touch: they are not a buffer)."""
+    if torch.compiler.is_compiling():
+        return rope_inverse_frequencies(head_dim, base, device=device)
+    key = (head_dim, base, device)
+    if key not in _INVERSE_FREQUENCIES:
+        _INVERSE_FREQUENCIES[key] = rope_inverse_frequencies(head_dim, base, device=device)
+    return _INVERSE_FREQUENCIES[key]
+
+
 def rotary_cos_sin(
     config: TransformerConfig, position_ids: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference-rounded RoPE rotation tables ``[B, T, 1, head_dim]`` (:func:`rotation_tables`, broadcast over
     heads) for ``position_ids [B, T]``.
 
-    The inverse frequencies are recomputed per call (64 values) rather than kept in a buffer, so a
-    ``model.to(torch.bfloat16)`` can never round them.
+    The inverse frequencies (64 values) are not kept in a buffer, so a ``model.to(torch.bfloat16)`` can never
+    round them.
     """
-    inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_base, device=position_ids.device)
+    inv_freq = _inverse_frequencies(config.head_dim, config.rope_base, position_ids.device)
     cos, sin = rotation_tables(*rope_cos_sin(position_ids, inv_freq))
     return cos.unsqueeze(-2), sin.unsqueeze(-2)
 
@@ -277,7 +291,10 @@ class FishS2DecoderLayer(GradientCheckpointingLayer):
 
 
 _STEP_PARTS = {
-    "attention": (FishS2Attention, {"wqkv": nn.Linear, "wo": nn.Linear, "q_norm": nn.RMSNorm, "k_norm": nn.RMSNorm}),
+    "attention": (
+        FishS2Attention,
+        {"wqkv": nn.Linear, "wo": nn.Linear, "q_norm": nn.RMSNorm, "k_norm": nn.RMSNorm},
+    ),
     "feed_forward": (FishS2FeedForward, {"w1": nn.Linear, "w2": nn.Linear, "w3": nn.Linear}),
     "attention_norm": (FishS2RMSNorm, {}),
     "ffn_norm": (FishS2RMSNorm, {}),
@@ -324,6 +341,25 @@ class FishS2TextTransformer(nn.Module):
         self.embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(FishS2DecoderLayer(config, i) for i in range(config.n_layer))
         self.norm = FishS2RMSNorm(config.dim, eps=config.norm_eps)
+        self._rotation_table: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _rotation(self, position_ids: torch.Tensor, cache: Cache | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`rotary_cos_sin` of ``position_ids``. Eager over a static cache the positions stay below its length,
+        so the rows come from a table of that many positions, made once per cache length and device (the same
+        values: each row is computed alone); otherwise they are computed from the positions."""
+        layers = cache.layers if cache is not None else ()
+        if (
+            not layers
+            or torch.compiler.is_compiling()
+            or any(type(layer) is not StaticLayer for layer in layers)
+        ):
+            return rotary_cos_sin(self.config, position_ids)
+        key = (layers[0].max_cache_len, position_ids.device, self.config.head_dim, self.config.rope_base)
+        if self._rotation_table is None or self._rotation_table[0] != key:
+            positions = torch.arange(key[0], device=position_ids.device)[None]
+            self._rotation_table = key, tuple(table[0] for table in rotary_cos_sin(self.config, positions))
+        cos, sin = self._rotation_table[1]
+        return cos[position_ids], sin[position_ids]
 
     def forward(
         self,
@@ -352,10 +388,14 @@ class FishS2TextTransformer(nn.Module):
             cache=cache,
             position_ids=position_ids,
         )
-        position_embeddings = rotary_cos_sin(self.config, position_ids)
+        position_embeddings = self._rotation(position_ids, cache)
         hidden_states = inputs_embeds
-        if not (kwargs or self.training or torch.compiler.is_compiling()) and plain_decoder_layers(self.layers):
-            attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        if not (kwargs or self.training or torch.compiler.is_compiling()) and plain_decoder_layers(
+            self.layers
+        ):
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
             for layer in self.layers:  # the same ops without the module calls (FishS2DecoderLayer.step)
                 hidden_states = layer.step(hidden_states, *position_embeddings, mask, cache, None, attention)
             return self.norm(hidden_states)
@@ -569,10 +609,14 @@ class FishS2FastTransformer(FishS2PreTrainedModel):
             shortcut = self.can_step(past_key_values)
         if shortcut and isinstance(position, int):
             (cos, sin), mask = self._positions(inputs_embeds, position, past_key_values)
-            attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
             hidden_states = inputs_embeds
             for layer in self.layers:
-                hidden_states = layer.step(hidden_states, cos, sin, mask, past_key_values, position, attention)
+                hidden_states = layer.step(
+                    hidden_states, cos, sin, mask, past_key_values, position, attention
+                )
             return self.output(self.norm(hidden_states)[:, -1])
         seek_static_cache(past_key_values, position)
         rotation, mask = self._positions(inputs_embeds, position, past_key_values)
@@ -731,7 +775,12 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
             if type(weight) is not nn.Parameter or weight.dtype != torch.float32 or weight.dim() != 2:
                 continue
             out_features, in_features = weight.shape
-            if enable and weight.is_contiguous() and not weight.t().is_contiguous() and out_features >= in_features:
+            if (
+                enable
+                and weight.is_contiguous()
+                and not weight.t().is_contiguous()
+                and out_features >= in_features
+            ):
                 weight.data = weight.data.t().contiguous().t()
             elif not enable and _is_column_major(weight):
                 weight.data = weight.data.contiguous()
