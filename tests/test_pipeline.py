@@ -30,7 +30,7 @@ def saved_dir(model, processor, tmp_path_factory):
 def direct(model, processor, text, references=None, **generate_kwargs):
     """Audio and frame count of the same request without the pipeline."""
     output = model.generate(**processor(text, references=references), **generate_kwargs)
-    return processor.decode(output)[0].numpy(), int(output.lengths[0])
+    return processor.decode(output).numpy(), int(output.lengths[0])
 
 
 def check_audio(out: dict, frames: int) -> None:

@@ -303,7 +303,7 @@ processor = AutoProcessor.from_pretrained("{repo}")
 processor.codec.to(model.device)
 inputs = processor("Hello from Fish Audio S2!").to(model.device)
 codes = model.generate(**inputs)
-processor.save_audio(processor.decode(codes)[0], "hello.wav")
+processor.save_audio(processor.decode(codes), "hello.wav")
 ```
 
 Command line: `fish-s2 speak "Hello" --model {repo} -o hello.wav`.

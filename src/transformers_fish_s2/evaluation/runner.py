@@ -94,7 +94,7 @@ def synthesize(
             ).to(model.device)
             with torch.inference_mode():
                 output = model.generate(**inputs, **generation_kwargs, return_dict_in_generate=True)
-            audios = processor.decode(output, return_tensors="np")
+            audios = processor.batch_decode(output, return_tensors="np")
             if model.device.type == "cuda":
                 torch.cuda.synchronize(model.device)
             elapsed = time.perf_counter() - began

@@ -183,7 +183,9 @@ class FishS2Processor(ProcessorMixin):
             raise TypeError(f"FishS2Processor got unexpected keyword argument(s) {sorted(kwargs)}")
         if audio is not None or reference_text is not None:
             if references is not None:
-                raise ValueError("give the reference voices either as references= or as audio= + reference_text=")
+                raise ValueError(
+                    "give the reference voices either as references= or as audio= + reference_text="
+                )
             references = _references_from_audio(audio, sampling_rate, reference_text)
         elif sampling_rate is not None:
             raise ValueError("sampling_rate describes audio=; there is no audio")
@@ -393,26 +395,30 @@ class FishS2Processor(ProcessorMixin):
     # Codes → audio
     # ------------------------------------------------------------------------------------------------
 
-    def decode(
-        self, audio_codes, lengths=None, *, return_tensors: str = "pt"
-    ) -> torch.Tensor | np.ndarray | list[torch.Tensor] | list[np.ndarray]:
-        """Decode codes to float32 mono waveforms at :attr:`sampling_rate` (2048 samples per frame).
+    def decode(self, audio_codes, lengths=None, *, return_tensors: str = "pt") -> torch.Tensor | np.ndarray:
+        """Decode one row of codes to one float32 mono waveform at :attr:`sampling_rate` (2048 samples per frame).
 
-        ``audio_codes`` is ``[C, N]`` (returns one waveform; ``lengths`` may be an int), ``[B, C, N]`` with
-        optional per-row frame
-        ``lengths`` (returns a list), or a generation output with ``sequences`` and ``lengths``. Residual
-        codes beyond the codec's codebooks (the model's fast AR is not masked to them) are clamped to the
-        last entry, as in the reference. Returns torch tensors on the CPU, or numpy arrays with
-        ``return_tensors="np"``.
+        ``audio_codes`` is ``[C, N]`` (``lengths`` may be an int), ``[1, C, N]``, or what ``generate`` returns for
+        one prompt (``sequences`` cut to its ``lengths``). Several rows raise: :meth:`batch_decode` returns one
+        waveform per row, so the result's type never depends on the batch size. Residual codes beyond the codec's
+        codebooks (the model's fast AR is not masked to them) are clamped to the last entry, as in the reference.
+        Returns a torch tensor on the CPU, or a numpy array with ``return_tensors="np"``.
         """
         audio_codes, lengths = _codes_and_lengths(audio_codes, lengths)
         if isinstance(audio_codes, np.ndarray):
             audio_codes = torch.from_numpy(audio_codes)
         if isinstance(audio_codes, torch.Tensor) and audio_codes.ndim == 2:
+            audio_codes = audio_codes[None]
             lengths = [lengths] if isinstance(lengths, int) else lengths
-            (waveform,) = self.batch_decode(audio_codes[None], lengths, return_tensors=return_tensors)
-            return waveform
-        return self.batch_decode(audio_codes, lengths, return_tensors=return_tensors)
+        batched = isinstance(audio_codes, (list, tuple)) or (
+            isinstance(audio_codes, torch.Tensor) and audio_codes.ndim == 3
+        )
+        if batched and (rows := len(audio_codes)) > 1:
+            raise ValueError(
+                f"decode() decodes one row, got {rows} rows; processor.batch_decode(...) returns one waveform per row"
+            )
+        (waveform,) = self.batch_decode(audio_codes, lengths, return_tensors=return_tensors)
+        return waveform
 
     @torch.no_grad()
     def batch_decode(
