@@ -123,3 +123,17 @@ def test_building_and_using_a_pipeline_leaves_plain_generate_unchanged(model, pr
     torch.manual_seed(11)
     sampled_after = model.generate(**inputs, max_new_tokens=10).sequences  # defaults: sampling, not greedy
     torch.testing.assert_close(sampled_after, sampled_before, rtol=0, atol=0)
+
+
+def test_pipeline_clones_voices_from_a_chat_as_csm_users_do(model, processor):
+    """A conversation (role = speaker id, a turn with audio = that speaker's reference) is rendered by
+    processor.apply_chat_template; the audio equals the same request made with references=."""
+    tts = pipeline("text-to-speech", model=model, processor=processor, tokenizer=processor.tokenizer)
+    chat = [
+        {"role": "0", "content": [{"type": "text", "text": REFERENCE["text"]}, {"type": "audio", "path": REFERENCE["audio"]}]},
+        {"role": "0", "content": [{"type": "text", "text": TEXT}]},
+    ]  # fmt: skip
+    out = tts(chat, generate_kwargs=GREEDY)
+    expected, frames = direct(model, processor, TEXT, [REFERENCE], **GREEDY)
+    check_audio(out, frames)
+    np.testing.assert_array_equal(out["audio"], expected)

@@ -216,6 +216,59 @@ class FishS2Processor(ProcessorMixin):
                 raise ValueError(f"{names[i]}: {error}") from None
         return self._pad(prompts, return_tensors)
 
+    def apply_chat_template(
+        self,
+        conversation: Sequence[dict] | Sequence[Sequence[dict]],
+        *,
+        tokenize: bool = False,
+        return_dict: bool = False,
+        add_generation_prompt: bool = True,
+        return_tensors: str = "pt",
+        processor_kwargs: dict | None = None,
+        **kwargs,
+    ) -> BatchFeature | torch.Tensor | np.ndarray | str | list[str]:
+        """Build the prompt of a chat-style conversation (or a list of them), as CSM users and
+        ``pipeline("text-to-speech")`` call it.
+
+        Each turn is ``{"role": speaker id ("0", "1", ...), "content": str or [{"type": "text", "text": ...},
+        {"type": "audio", "audio" or "path": clip, "sampling_rate": int}]}``. Turns with audio are reference clips
+        of their speaker; the trailing text-only turns are spoken (:mod:`.chat`). There is no Jinja template: the
+        turns become the ``references`` and ``text`` of :meth:`__call__`, whose options go in ``processor_kwargs``
+        (or as keyword arguments).
+
+        Returns, as transformers processors do: the :meth:`__call__` ``BatchFeature`` with ``tokenize=True,
+        return_dict=True``; only its ``input_ids`` with ``tokenize=True``; the prompt as text (a list for a list of
+        conversations) by default. ``add_generation_prompt`` is accepted for compatibility; S2 prompts always end
+        with the assistant's voice header, ready to generate.
+        """
+        from .chat import chat_text_and_references, is_conversation
+
+        if not isinstance(conversation, (list, tuple)):
+            raise TypeError(
+                "conversation must be a list of turns {'role': speaker id, 'content': ...} (or a list of such "
+                f"lists), got {type(conversation).__name__}"
+            )
+        if not conversation:
+            raise ValueError("conversation is an empty list; give at least one turn")
+        batched = not is_conversation(conversation)
+        conversations = list(conversation) if batched else [conversation]
+        names = [f"conversation[{i}]" for i in range(len(conversations))] if batched else ["conversation"]
+        requests = [chat_text_and_references(chat, name) for chat, name in zip(conversations, names)]
+        texts = [text for text, _ in requests]
+        inputs = self(
+            texts if batched else texts[0],
+            references=[references for _, references in requests],
+            return_tensors=return_tensors,
+            **{**(processor_kwargs or {}), **kwargs},
+        )
+        if tokenize:
+            return inputs if return_dict else inputs["input_ids"]
+        rows = zip(inputs["input_ids"].tolist(), inputs["attention_mask"].tolist())
+        prompts = self.tokenizer.batch_decode(
+            [[t for t, kept in zip(ids, mask) if kept] for ids, mask in rows]
+        )
+        return prompts if batched else prompts[0]
+
     def chunk_text(
         self,
         text: str,
