@@ -52,7 +52,7 @@ def env() -> Iterator[SimpleNamespace]:
     def reference(**fields):
         return processor("Hello.", references=[{"text": "A reference.", **fields}])
 
-    tts = pipeline("text-to-speech", model=model, processor=processor, tokenizer=processor.tokenizer)
+    tts = pipeline("text-to-speech", model=model, processor=processor)
     yield SimpleNamespace(
         model=model,
         processor=processor,
@@ -229,9 +229,11 @@ CODEC = {
 # ---------------------------------------------------------------------------------------------------------
 
 PIPELINE = {
-    "pipeline text=None": Bad(lambda e: e.tts(None), TypeError, r"text must be a str or a list of str"),
-    "pipeline text=5": Bad(lambda e: e.tts(5), TypeError, r"text must be a str or a list of str"),
-    "pipeline text=''": Bad(lambda e: e.tts(""), ValueError, r"text\[0\] is empty or only whitespace"),
+    "pipeline text=None": Bad(lambda e: e.tts(None), TypeError, r"text must be a str, a list of str or a conversation, got NoneType"),
+    "pipeline text=5": Bad(lambda e: e.tts(5), TypeError, r"text must be a str, a list of str or a conversation, got int"),
+    "pipeline text=''": Bad(lambda e: e.tts(""), ValueError, r"text is empty or only whitespace"),
+    "pipeline references and a chat": Bad(lambda e: e.tts([{"role": "0", "content": "Hi."}], references=[{"text": "x", "codes": CODES}]), ValueError, r"a conversation carries its own references"),
+    "pipeline references per text": Bad(lambda e: e.tts([TEXT, TEXT], references=[[{"text": "x", "codes": CODES}], None]), TypeError, r"references= is a list of reference dicts shared by every text"),
     "pipeline top_p=2": Bad(lambda e: e.tts(TEXT, generate_kwargs={"top_p": 2.0}), ValueError, r"top_p must be in \(0, 1\]"),
     "pipeline temperature=0": Bad(lambda e: e.tts(TEXT, generate_kwargs={"temperature": 0.0}), ValueError, r"temperature must be > 0 when sampling"),
     "pipeline max_new_tokens=0": Bad(lambda e: e.tts(TEXT, generate_kwargs={"max_new_tokens": 0}), ValueError, r"max_new_tokens must be a positive integer, got 0"),

@@ -289,7 +289,7 @@ out = tts("Hello! [laughing] This is Fish Audio S2.")
 # out["audio"]: float32 waveform, out["sampling_rate"]: {sampling_rate}
 
 # voice cloning: a reference clip and its transcript
-out = tts("Nice to meet you.", preprocess_params={{"references": [{{"audio": "ref.wav", "text": "Transcript of ref.wav"}}]}})
+out = tts("Nice to meet you.", references=[{{"audio": "ref.wav", "text": "Transcript of ref.wav"}}])
 ```
 
 Explicit objects, for batching, streaming and long text:
