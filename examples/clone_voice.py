@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> str:
     options = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     torch.manual_seed(args.seed)
     output = model.generate(**inputs, **options)
-    audio = processor.decode(output)[0]
+    audio = processor.decode(output)
     processor.save_audio(audio, args.output)
     print(f"wrote {args.output}: {len(audio) / processor.sampling_rate:.2f} s of audio")
     return args.output

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> Path:
     generation = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
     output = model.generate(**processor(text=args.text).to(model.device), **generation)
     sample = args.out / "sample.wav"
-    processor.save_audio(processor.decode(output)[0], sample)
+    processor.save_audio(processor.decode(output), sample)
     print(f"wrote {args.out / 'adapter'} and {sample}")
     return sample
 

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> str:
     options = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     torch.manual_seed(args.seed)
     output = model.generate(**inputs, **options)  # codes [1, 10, frames] + lengths
-    audio = processor.decode(output)[0]  # float32 waveform, 2048 samples per frame
+    audio = processor.decode(output)  # float32 waveform, 2048 samples per frame
     processor.save_audio(audio, args.output)
     print(f"wrote {args.output}: {len(audio) / processor.sampling_rate:.2f} s of audio")
     return args.output

@@ -52,7 +52,7 @@ def env() -> Iterator[SimpleNamespace]:
     def reference(**fields):
         return processor("Hello.", references=[{"text": "A reference.", **fields}])
 
-    tts = pipeline("text-to-speech", model=model, processor=processor, tokenizer=processor.tokenizer)
+    tts = pipeline("text-to-speech", model=model, processor=processor)
     yield SimpleNamespace(
         model=model,
         processor=processor,
@@ -178,8 +178,9 @@ PROCESSOR = {
     "decode a string": Bad(lambda e: e.processor.decode("codes"), ValueError, r"audio_codes must be \[10, N\] or \[B, 10, N\], got str"),
     "decode negative codes": Bad(lambda e: e.processor.decode(CODES - 1), ValueError, r"audio_codes\[0\] has negative codes"),
     "decode an empty list": Bad(lambda e: e.processor.decode([]), ValueError, r"audio_codes is an empty list"),
-    "decode lengths, one missing": Bad(lambda e: e.processor.decode(CODES.repeat(2, 1, 1), lengths=[1]), ValueError, r"lengths must give one frame count in \[0, 3\] per row \(2 rows\)"),
-    "decode lengths beyond the frames": Bad(lambda e: e.processor.decode(CODES.repeat(2, 1, 1), lengths=[1, 5]), ValueError, r"lengths must give one frame count in \[0, 3\]"),
+    "decode two rows": Bad(lambda e: e.processor.decode(CODES.repeat(2, 1, 1)), ValueError, r"decode\(\) decodes one row, got 2 rows; processor\.batch_decode"),
+    "batch_decode lengths, one missing": Bad(lambda e: e.processor.batch_decode(CODES.repeat(2, 1, 1), lengths=[1]), ValueError, r"lengths must give one frame count in \[0, 3\] per row \(2 rows\)"),
+    "batch_decode lengths beyond the frames": Bad(lambda e: e.processor.batch_decode(CODES.repeat(2, 1, 1), lengths=[1, 5]), ValueError, r"lengths must give one frame count in \[0, 3\]"),
     "decode a list with lengths": Bad(lambda e: e.processor.decode([CODES], lengths=[1]), ValueError, r"lengths is only for a \[B, C, N\] tensor"),
     "decode return_tensors='tf'": Bad(lambda e: e.processor.decode(CODES, return_tensors="tf"), ValueError, r"return_tensors must be 'pt' or 'np'"),
     "chunk_text chunk_length=0": Bad(lambda e: e.processor.chunk_text("<|speaker:0|>Hi.", chunk_length=0), ValueError, r"chunk_length must be a positive number of UTF-8 bytes"),
@@ -228,9 +229,11 @@ CODEC = {
 # ---------------------------------------------------------------------------------------------------------
 
 PIPELINE = {
-    "pipeline text=None": Bad(lambda e: e.tts(None), TypeError, r"text must be a str or a list of str"),
-    "pipeline text=5": Bad(lambda e: e.tts(5), TypeError, r"text must be a str or a list of str"),
-    "pipeline text=''": Bad(lambda e: e.tts(""), ValueError, r"text\[0\] is empty or only whitespace"),
+    "pipeline text=None": Bad(lambda e: e.tts(None), TypeError, r"text must be a str, a list of str or a conversation, got NoneType"),
+    "pipeline text=5": Bad(lambda e: e.tts(5), TypeError, r"text must be a str, a list of str or a conversation, got int"),
+    "pipeline text=''": Bad(lambda e: e.tts(""), ValueError, r"text is empty or only whitespace"),
+    "pipeline references and a chat": Bad(lambda e: e.tts([{"role": "0", "content": "Hi."}], references=[{"text": "x", "codes": CODES}]), ValueError, r"a conversation carries its own references"),
+    "pipeline references per text": Bad(lambda e: e.tts([TEXT, TEXT], references=[[{"text": "x", "codes": CODES}], None]), TypeError, r"references= is a list of reference dicts shared by every text"),
     "pipeline top_p=2": Bad(lambda e: e.tts(TEXT, generate_kwargs={"top_p": 2.0}), ValueError, r"top_p must be in \(0, 1\]"),
     "pipeline temperature=0": Bad(lambda e: e.tts(TEXT, generate_kwargs={"temperature": 0.0}), ValueError, r"temperature must be > 0 when sampling"),
     "pipeline max_new_tokens=0": Bad(lambda e: e.tts(TEXT, generate_kwargs={"max_new_tokens": 0}), ValueError, r"max_new_tokens must be a positive integer, got 0"),

@@ -16,9 +16,9 @@ from conftest import EXPECTED, TINY
 from test_evaluation import tiny_xvector
 
 from transformers_fish_s2.evaluation import SpeakerEmbedder, error_rates
+from transformers_fish_s2.evaluation.cli import main
 from transformers_fish_s2.evaluation.runner import (
     load_entries,
-    main,
     read_synthesis_log,
     run_evaluation,
     transcribe,

@@ -23,6 +23,7 @@ import torch
 from conftest import EXPECTED, TINY, TINY_SHARDED, guarded_calls
 from safetensors.torch import save_file
 from transformers import AutoConfig, pipeline
+from transformers.pipelines.text_to_audio import TextToAudioPipeline
 
 from transformers_fish_s2 import (
     FishS2CheckpointError,
@@ -429,8 +430,11 @@ def test_pipeline_without_its_processor_raises_instead_of_returning_codes(tmp_pa
     breakage(folder)
     with pytest.raises(ValueError, match=cause):
         FishS2Processor.from_pretrained(folder)
-    tts = pipeline("text-to-speech", model=str(folder))
-    assert tts.processor is None  # transformers swallowed the processor's error...
+    # transformers' pipeline() swallows the processor's error; ours raises it...
+    with pytest.raises(ValueError, match=rf"needs the FishS2Processor of .*which failed to load: .*{cause}"):
+        pipeline("text-to-speech", model=str(folder))
+    tts = pipeline("text-to-speech", model=str(folder), pipeline_class=TextToAudioPipeline)  # the stock class
+    assert tts.processor is None  # the stock class carries on without it...
     with pytest.raises(
         ValueError, match=rf"running without the FishS2Processor of .*whose loading failed: .*{cause}"
     ):

@@ -104,7 +104,7 @@ def test_a_64_sentence_story_runs_to_the_end_in_a_512_token_context(model, proce
     assert unrolled > 512 and prompt_lengths[-1] < unrolled  # so the history was rolled
     chunk_codes = [codes for _, _, codes in finished]
     torch.testing.assert_close(output.sequences[0], torch.cat(chunk_codes, dim=1))
-    audio = processor.decode(output)[0]
+    audio = processor.decode(output)
     chunk_audio = [processor.decode(codes) for codes in chunk_codes]
     assert len(audio) == sum(len(a) for a in chunk_audio) == int(output.lengths[0]) * 2048
 

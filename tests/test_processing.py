@@ -191,14 +191,29 @@ def test_batch_decode_cuts_rows_to_their_lengths(processor):
     codes = expected_tensors("codec")["e2e_case2_codes"][:, :12]
     batch = torch.stack([codes, torch.cat([codes[:, :7], torch.full((10, 5), 7)], dim=1)])
     full = processor.decode(codes)
-    first, second = processor.decode(batch, lengths=torch.tensor([12, 7]))
+    first, second = processor.batch_decode(batch, lengths=torch.tensor([12, 7]))
     torch.testing.assert_close(first, full, atol=1e-6, rtol=0)
     assert second.shape == (7 * 2048,) and processor.decode(codes, lengths=3).shape == (3 * 2048,)
     torch.testing.assert_close(second, full[: 7 * 2048], atol=1e-5, rtol=0)  # causal codec: a prefix
     as_list = processor.batch_decode([codes, codes[:, :7]], return_tensors="np")
     assert [a.shape for a in as_list] == [(12 * 2048,), (7 * 2048,)] and as_list[0].dtype == np.float32
     output = type("GenerateOutput", (), {"sequences": batch, "lengths": torch.tensor([12, 7])})()
-    assert [a.shape[0] for a in processor.decode(output)] == [12 * 2048, 7 * 2048]
+    assert [a.shape[0] for a in processor.batch_decode(output)] == [12 * 2048, 7 * 2048]
+    with pytest.raises(ValueError, match=r"decode\(\) decodes one row, got 2 rows; processor.batch_decode"):
+        processor.decode(output)
+
+
+def test_decode_of_a_one_row_generate_output_is_one_waveform_and_batch_decode_always_lists(processor):
+    """``decode`` is singular whatever form the row comes in; ``batch_decode`` never unwraps a batch of one."""
+    codes = expected_tensors("codec")["e2e_case2_codes"][:, :6]
+    output = type("GenerateOutput", (), {"sequences": codes[None], "lengths": torch.tensor([4])})()
+    waveform = processor.decode(output)
+    assert isinstance(waveform, torch.Tensor) and waveform.shape == (4 * 2048,)
+    torch.testing.assert_close(waveform, processor.decode(codes[:, :4]), rtol=0, atol=1e-5)  # causal codec
+    assert processor.decode(codes[None], return_tensors="np").shape == (6 * 2048,)
+    assert processor.decode([codes]).shape == (6 * 2048,)
+    listed = processor.batch_decode(output)
+    assert isinstance(listed, list) and len(listed) == 1 and listed[0].shape == (4 * 2048,)
 
 
 def test_save_audio_writes_44k1(processor, tmp_path):
@@ -450,8 +465,9 @@ def test_bad_decode_inputs(processor):
         ((codes,), {"lengths": [6, 1]}, ValueError, "lengths must give one frame count in [0, 5]"),
         (([],), {}, ValueError, "audio_codes is an empty list"),
     ]:
+        decode = processor.batch_decode if args[0] is codes else processor.decode  # lengths of several rows
         with pytest.raises(error, match=re.escape(message)):
-            processor.decode(*args, **kwargs)
+            decode(*args, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------

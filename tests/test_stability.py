@@ -52,7 +52,7 @@ def test_repeated_requests_keep_memory_flat_and_the_reference_cache_bounded():
         output = model.generate(
             **processor(text, references=references), max_new_tokens=4, do_sample=bool(i % 3)
         )
-        waveforms = processor.decode(output)
+        waveforms = processor.batch_decode(output)
         assert len(waveforms) == output.sequences.shape[0]
 
     for i in range(WARM_UP):

@@ -85,7 +85,7 @@ def synthesize(
     )
     if int(output.lengths[0]) == 0:
         return processor.sampling_rate, np.zeros(0, dtype=np.float32)
-    audio = processor.decode(output)[0]
+    audio = processor.decode(output)
     return processor.sampling_rate, audio.numpy()
 
 

@@ -53,8 +53,9 @@ _PUBLIC_NAMES: dict[str, tuple[str, str]] = {
 
 
 def register_auto_classes() -> None:
-    """Register our configs, models and processor with the transformers Auto classes; safe to call any number
-    of times (config model types first, then models)."""
+    """Register our configs, models and processor with the transformers Auto classes, and our text-to-speech
+    pipeline for S2 models (:mod:`.pipeline`); safe to call any number of times (config model types first, then
+    models)."""
     from transformers import AutoConfig, AutoModel, AutoModelForTextToWaveform, AutoProcessor
 
     from .codec import FishS2CodecConfig, FishS2CodecModel
@@ -64,6 +65,7 @@ def register_auto_classes() -> None:
         FishS2ForConditionalGeneration,
         FishS2TextConfig,
     )
+    from .pipeline import register_text_to_speech_pipeline
     from .processing import FishS2Processor
 
     for config_class in (FishS2Config, FishS2TextConfig, FishS2FastTransformerConfig, FishS2CodecConfig):
@@ -72,6 +74,7 @@ def register_auto_classes() -> None:
         auto_class.register(FishS2Config, FishS2ForConditionalGeneration, exist_ok=True)
     AutoProcessor.register(FishS2Config, FishS2Processor, exist_ok=True)
     AutoModel.register(FishS2CodecConfig, FishS2CodecModel, exist_ok=True)
+    register_text_to_speech_pipeline()
 
 
 def load_public_api() -> None:

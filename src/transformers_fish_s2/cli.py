@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fish-s2`` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["eval"]:
-        from .evaluation.runner import main as evaluation_main
+        from .evaluation.cli import main as evaluation_main
 
         return evaluation_main(argv[1:], prog="fish-s2 eval")
     parser = build_parser()

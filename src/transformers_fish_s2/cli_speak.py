@@ -379,7 +379,7 @@ def _write_whole(processor, output, target: Path, stream_format: str) -> int:
     frames = int(output.lengths[0])
     if str(target) != STDOUT:  # decoded a bounded chunk at a time, whatever the length
         return processor.save_decoded_audio(output.sequences[0, :, :frames], target)
-    audio = processor.decode(output)[0].numpy() if frames else np.zeros(0, dtype=np.float32)
+    audio = processor.decode(output).numpy() if frames else np.zeros(0, dtype=np.float32)
     write_audio(audio, target, processor.sampling_rate, stream_format)
     return len(audio)
 

@@ -289,7 +289,7 @@ out = tts("Hello! [laughing] This is Fish Audio S2.")
 # out["audio"]: float32 waveform, out["sampling_rate"]: {sampling_rate}
 
 # voice cloning: a reference clip and its transcript
-out = tts("Nice to meet you.", preprocess_params={{"references": [{{"audio": "ref.wav", "text": "Transcript of ref.wav"}}]}})
+out = tts("Nice to meet you.", references=[{{"audio": "ref.wav", "text": "Transcript of ref.wav"}}])
 ```
 
 Explicit objects, for batching, streaming and long text:
@@ -303,7 +303,7 @@ processor = AutoProcessor.from_pretrained("{repo}")
 processor.codec.to(model.device)
 inputs = processor("Hello from Fish Audio S2!").to(model.device)
 codes = model.generate(**inputs)
-processor.save_audio(processor.decode(codes)[0], "hello.wav")
+processor.save_audio(processor.decode(codes), "hello.wav")
 ```
 
 Command line: `fish-s2 speak "Hello" --model {repo} -o hello.wav`.

@@ -7,11 +7,18 @@ offline), and a runner over a Seed-TTS meta list (``python -m transformers_fish_
 
 from pathlib import Path
 
+from ..lazy_exports import lazy_exports
 from .meta import MetaEntry, read_meta
-from .runner import main, run_evaluation
-from .speaker import SpeakerEmbedder, SpeakerSimilarity, speaker_similarity
 from .text_normalization import normalize_for_error_rate, remove_punctuation, unit_for_language
 from .wer import ErrorRates, UtteranceErrors, error_rates, utterance_errors
+
+_EXPORTS = {
+    "main": ".cli",
+    "run_evaluation": ".runner",
+    **dict.fromkeys(("SpeakerEmbedder", "SpeakerSimilarity", "speaker_similarity"), ".speaker"),
+}
+# `fish-s2 eval --help` imports .cli through this package: the torch-importing modules load on first use.
+__getattr__, _lazy_dir = lazy_exports(__name__, _EXPORTS)
 
 METRICS = ("seed_tts_wer", "speaker_similarity")
 
@@ -41,3 +48,8 @@ __all__ = [
     "unit_for_language",
     "utterance_errors",
 ]
+
+
+def __dir__() -> list[str]:
+    """The eager names and the lazy ones, which are public before their first use too."""
+    return sorted({*globals(), *_lazy_dir()})

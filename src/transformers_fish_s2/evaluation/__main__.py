@@ -1,5 +1,5 @@
 """``python -m transformers_fish_s2.evaluation``: the Seed-TTS-eval style runner."""
 
-from .runner import main
+from .cli import main
 
 raise SystemExit(main())

@@ -8,7 +8,7 @@ again, and their timings are kept):
     results.json        settings, aggregates and per-utterance rows
     report.md           the same for humans, with a ``model-index`` snippet for a model card
 
-``python -m transformers_fish_s2.evaluation --help`` (and ``fish-s2 eval``) run it from the shell.
+``python -m transformers_fish_s2.evaluation --help`` (and ``fish-s2 eval``) run it from the shell (:mod:`.cli`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import numpy as np
 import soundfile
 import torch
 
-from ..cli import add_dtype_option
 from .meta import MetaEntry, read_meta
 from .report import write_report
 from .speaker import SpeakerEmbedder, speaker_similarity
@@ -94,7 +93,7 @@ def synthesize(
             ).to(model.device)
             with torch.inference_mode():
                 output = model.generate(**inputs, **generation_kwargs, return_dict_in_generate=True)
-            audios = processor.decode(output, return_tensors="np")
+            audios = processor.batch_decode(output, return_tensors="np")
             if model.device.type == "cuda":
                 torch.cuda.synchronize(model.device)
             elapsed = time.perf_counter() - began
@@ -373,47 +372,6 @@ def _versions() -> dict:
     return out
 
 
-def build_parser(
-    parser: argparse.ArgumentParser | None = None, *, prog: str = "python -m transformers_fish_s2.evaluation"
-) -> argparse.ArgumentParser:
-    """Arguments of the runner (the ``fish-s2 eval`` sub-command reuses this with ``prog="fish-s2 eval"``)."""
-    parser = parser or argparse.ArgumentParser(
-        prog=prog,
-        description="Seed-TTS-eval style evaluation of Fish Audio S2: synthesise a meta list with voice "
-        "cloning (resumable), transcribe, and report WER/CER, speaker similarity and RTF.",
-    )
-    parser.add_argument(
-        "--model", required=True, help="checkpoint directory or Hub id (e.g. fishaudio/s2-pro)"
-    )
-    parser.add_argument(
-        "--meta", required=True, help="Seed-TTS meta list: name|prompt_text|prompt_wav|target_text"
-    )
-    parser.add_argument("--output-dir", required=True, help="where wavs and the report go; rerun to resume")
-    parser.add_argument("--asr", required=True, help="ASR model for pipeline('automatic-speech-recognition'), "
-                        "e.g. openai/whisper-large-v3 (Seed-TTS-eval's English ASR)")  # fmt: skip
-    parser.add_argument(
-        "--asr-language", help="Whisper only: force the transcription language (e.g. english)"
-    )
-    parser.add_argument("--asr-batch-size", type=int, default=1, help="pipeline batch size; 1 (default) as "
-                        "Seed-TTS-eval: batching pads, which changes CTC models' transcripts")  # fmt: skip
-    parser.add_argument("--speaker-model", help="x-vector model for SIM (AutoModelForAudioXVector), "
-                        "e.g. microsoft/wavlm-base-plus-sv; omitted: no SIM")  # fmt: skip
-    parser.add_argument("--lang", default="en", help="text language: en (words) or zh/ja/yue (characters)")
-    parser.add_argument("--batch-size", type=int, default=1, help="utterances generated together")
-    parser.add_argument("--limit", type=int, help="only the first N utterances")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", help="default: cuda if available, else cpu")
-    add_dtype_option(parser, help="model weights; auto = bfloat16 on GPU, float32 on CPU")
-    parser.add_argument("--max-new-tokens", type=int, help="frames per utterance at most")
-    parser.add_argument("--temperature", type=float)
-    parser.add_argument("--top-p", type=float)
-    parser.add_argument("--top-k", type=int)
-    parser.add_argument("--greedy", action="store_true", help="do_sample=False")
-    parser.add_argument("--generation-kwargs", default="{}", help="more generate() kwargs as a JSON object")
-    parser.add_argument("--dataset-name", help="name used in the report (default: the meta path)")
-    return parser
-
-
 def _generation_kwargs(args: argparse.Namespace) -> dict:
     try:
         kwargs = json.loads(args.generation_kwargs)
@@ -460,28 +418,3 @@ def run_from_args(args: argparse.Namespace) -> dict:
         asr_batch_size=args.asr_batch_size, asr_kwargs=asr_kwargs, model_name=args.model,
         dataset_name=args.dataset_name, progress=lambda message: print(message, file=sys.stderr),
     )  # fmt: skip
-
-
-def main(argv: list[str] | None = None, *, prog: str = "python -m transformers_fish_s2.evaluation") -> int:
-    """Command-line entry point; returns the exit status (0 ok, 1 failed, 2 bad arguments). Errors are one
-    ``<prog>: error: ...`` line, like argparse's and the other ``fish-s2`` commands'."""
-    parser = build_parser(prog=prog)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    try:
-        report = run_from_args(args)
-    except (FileNotFoundError, ValueError, TypeError, OSError) as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 1
-    wer = report["wer"]
-    summary = f"{wer['name']} {100 * wer['mean']:.3f} % (corpus {100 * wer['corpus']:.3f} %, {wer['num_above_50']} > 50 %)"
-    if report["speaker_similarity"] is not None:
-        summary += (
-            f", SIM {report['speaker_similarity']['mean']:.4f} ({report['speaker_similarity']['embedder']})"
-        )
-    if report["speed"]["rtf"] is not None:
-        summary += f", RTF {report['speed']['rtf']:.3f}"
-    print(f"{summary}\nreport: {Path(args.output_dir) / 'report.md'}")
-    return 0

@@ -77,6 +77,11 @@ class ReservedTokens:
         return match.group(0) if match else None
 
 
+def speaker_tag(speaker: int) -> str:
+    """The ``<|speaker:N|>`` tag that starts a turn of speaker ``N``."""
+    return f"{_SPEAKER_TAG_START}{speaker}|>"
+
+
 def is_blank(text: str) -> bool:
     """True when ``text`` has nothing to speak: only whitespace and invisible format characters (zero-width
     space/joiners, word joiner, BOM, soft hyphen: Unicode category Cf), which ``str.strip`` keeps."""

@@ -183,7 +183,9 @@ class FishS2Processor(ProcessorMixin):
             raise TypeError(f"FishS2Processor got unexpected keyword argument(s) {sorted(kwargs)}")
         if audio is not None or reference_text is not None:
             if references is not None:
-                raise ValueError("give the reference voices either as references= or as audio= + reference_text=")
+                raise ValueError(
+                    "give the reference voices either as references= or as audio= + reference_text="
+                )
             references = _references_from_audio(audio, sampling_rate, reference_text)
         elif sampling_rate is not None:
             raise ValueError("sampling_rate describes audio=; there is no audio")
@@ -213,6 +215,59 @@ class FishS2Processor(ProcessorMixin):
             except ValueError as error:
                 raise ValueError(f"{names[i]}: {error}") from None
         return self._pad(prompts, return_tensors)
+
+    def apply_chat_template(
+        self,
+        conversation: Sequence[dict] | Sequence[Sequence[dict]],
+        *,
+        tokenize: bool = False,
+        return_dict: bool = False,
+        add_generation_prompt: bool = True,
+        return_tensors: str = "pt",
+        processor_kwargs: dict | None = None,
+        **kwargs,
+    ) -> BatchFeature | torch.Tensor | np.ndarray | str | list[str]:
+        """Build the prompt of a chat-style conversation (or a list of them), as CSM users and
+        ``pipeline("text-to-speech")`` call it.
+
+        Each turn is ``{"role": speaker id ("0", "1", ...), "content": str or [{"type": "text", "text": ...},
+        {"type": "audio", "audio" or "path": clip, "sampling_rate": int}]}``. Turns with audio are reference clips
+        of their speaker; the trailing text-only turns are spoken (:mod:`.chat`). There is no Jinja template: the
+        turns become the ``references`` and ``text`` of :meth:`__call__`, whose options go in ``processor_kwargs``
+        (or as keyword arguments).
+
+        Returns, as transformers processors do: the :meth:`__call__` ``BatchFeature`` with ``tokenize=True,
+        return_dict=True``; only its ``input_ids`` with ``tokenize=True``; the prompt as text (a list for a list of
+        conversations) by default. ``add_generation_prompt`` is accepted for compatibility; S2 prompts always end
+        with the assistant's voice header, ready to generate.
+        """
+        from .chat import chat_text_and_references, is_conversation
+
+        if not isinstance(conversation, (list, tuple)):
+            raise TypeError(
+                "conversation must be a list of turns {'role': speaker id, 'content': ...} (or a list of such "
+                f"lists), got {type(conversation).__name__}"
+            )
+        if not conversation:
+            raise ValueError("conversation is an empty list; give at least one turn")
+        batched = not is_conversation(conversation)
+        conversations = list(conversation) if batched else [conversation]
+        names = [f"conversation[{i}]" for i in range(len(conversations))] if batched else ["conversation"]
+        requests = [chat_text_and_references(chat, name) for chat, name in zip(conversations, names)]
+        texts = [text for text, _ in requests]
+        inputs = self(
+            texts if batched else texts[0],
+            references=[references for _, references in requests],
+            return_tensors=return_tensors,
+            **{**(processor_kwargs or {}), **kwargs},
+        )
+        if tokenize:
+            return inputs if return_dict else inputs["input_ids"]
+        rows = zip(inputs["input_ids"].tolist(), inputs["attention_mask"].tolist())
+        prompts = self.tokenizer.batch_decode(
+            [[t for t, kept in zip(ids, mask) if kept] for ids, mask in rows]
+        )
+        return prompts if batched else prompts[0]
 
     def chunk_text(
         self,
@@ -393,26 +448,30 @@ class FishS2Processor(ProcessorMixin):
     # Codes → audio
     # ------------------------------------------------------------------------------------------------
 
-    def decode(
-        self, audio_codes, lengths=None, *, return_tensors: str = "pt"
-    ) -> torch.Tensor | np.ndarray | list[torch.Tensor] | list[np.ndarray]:
-        """Decode codes to float32 mono waveforms at :attr:`sampling_rate` (2048 samples per frame).
+    def decode(self, audio_codes, lengths=None, *, return_tensors: str = "pt") -> torch.Tensor | np.ndarray:
+        """Decode one row of codes to one float32 mono waveform at :attr:`sampling_rate` (2048 samples per frame).
 
-        ``audio_codes`` is ``[C, N]`` (returns one waveform; ``lengths`` may be an int), ``[B, C, N]`` with
-        optional per-row frame
-        ``lengths`` (returns a list), or a generation output with ``sequences`` and ``lengths``. Residual
-        codes beyond the codec's codebooks (the model's fast AR is not masked to them) are clamped to the
-        last entry, as in the reference. Returns torch tensors on the CPU, or numpy arrays with
-        ``return_tensors="np"``.
+        ``audio_codes`` is ``[C, N]`` (``lengths`` may be an int), ``[1, C, N]``, or what ``generate`` returns for
+        one prompt (``sequences`` cut to its ``lengths``). Several rows raise: :meth:`batch_decode` returns one
+        waveform per row, so the result's type never depends on the batch size. Residual codes beyond the codec's
+        codebooks (the model's fast AR is not masked to them) are clamped to the last entry, as in the reference.
+        Returns a torch tensor on the CPU, or a numpy array with ``return_tensors="np"``.
         """
         audio_codes, lengths = _codes_and_lengths(audio_codes, lengths)
         if isinstance(audio_codes, np.ndarray):
             audio_codes = torch.from_numpy(audio_codes)
         if isinstance(audio_codes, torch.Tensor) and audio_codes.ndim == 2:
+            audio_codes = audio_codes[None]
             lengths = [lengths] if isinstance(lengths, int) else lengths
-            (waveform,) = self.batch_decode(audio_codes[None], lengths, return_tensors=return_tensors)
-            return waveform
-        return self.batch_decode(audio_codes, lengths, return_tensors=return_tensors)
+        batched = isinstance(audio_codes, (list, tuple)) or (
+            isinstance(audio_codes, torch.Tensor) and audio_codes.ndim == 3
+        )
+        if batched and (rows := len(audio_codes)) > 1:
+            raise ValueError(
+                f"decode() decodes one row, got {rows} rows; processor.batch_decode(...) returns one waveform per row"
+            )
+        (waveform,) = self.batch_decode(audio_codes, lengths, return_tensors=return_tensors)
+        return waveform
 
     @torch.no_grad()
     def batch_decode(

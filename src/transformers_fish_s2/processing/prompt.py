@@ -26,7 +26,14 @@ import numpy as np
 import torch
 
 from ..validation import is_integer_tensor
-from .markup import SPEAKER_TAG, ReservedTokens, parse_markup, user_message_text, validate_text
+from .markup import (
+    SPEAKER_TAG,
+    ReservedTokens,
+    parse_markup,
+    speaker_tag,
+    user_message_text,
+    validate_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +56,9 @@ def message(role: str, parts: Sequence[PromptPart] = (), *, voice: bool = False,
 
 def tag_transcripts(transcripts: Sequence[str]) -> str:
     """Join reference transcripts with ``\\n``, prefixing transcript i with ``<|speaker:i|>`` unless it has a tag."""
-    return "\n".join(t if SPEAKER_TAG.search(t) else f"<|speaker:{i}|>{t}" for i, t in enumerate(transcripts))
+    return "\n".join(
+        t if SPEAKER_TAG.search(t) else f"{speaker_tag(i)}{t}" for i, t in enumerate(transcripts)
+    )
 
 
 def system_message(references: Sequence[tuple[str, torch.Tensor]]) -> list:
