@@ -51,9 +51,10 @@ def main() -> None:
     @torch.no_grad()
     def slow_step():
         frame = session.frame
+        mask = ((session.slot_index <= session.slot) & session.key_mask)[:, None, None]  # as decode_frame
         model(
             inputs_embeds=model.embed_inputs(frame[:, :1], frame[:, 1:, None]),
-            attention_mask=session.attention_mask, position_ids=session.position_ids,
+            attention_mask=mask, position_ids=session.position_ids,
             past_key_values=session.slow_cache, cache_position=session.slot, use_cache=True, logits_to_keep=1,
         )  # fmt: skip
 

@@ -14,6 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def fish_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """:class:`FishS2RMSNorm`'s function: ``(x_f32 * rsqrt(mean(x_f32²) + eps)).to(x.dtype) * weight``."""
+    if x.dtype == weight.dtype == torch.float32:  # no cast to order: one call, the same bits
+        return F.rms_norm(x, weight.shape, weight, eps)
+    return F.rms_norm(x.float(), weight.shape, eps=eps).type_as(x) * weight
+
+
 class FishS2RMSNorm(nn.Module):
     """RMSNorm in the reference cast order: ``(x_f32 * rsqrt(mean(x_f32²) + eps)).to(x.dtype) * weight``."""
 
@@ -23,9 +30,7 @@ class FishS2RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == self.weight.dtype == torch.float32:  # no cast to order: one call, the same bits
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).type_as(x) * self.weight
+        return fish_rms_norm(x, self.weight, self.eps)
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, eps={self.eps}"

@@ -45,6 +45,7 @@ from ..layers import (
     FishS2FeedForward,
     FishS2RMSNorm,
     apply_interleaved_rope,
+    fish_rms_norm,
     rope_cos_sin,
     rope_inverse_frequencies,
     rotation_tables,
@@ -253,19 +254,23 @@ class FishS2DecoderLayer(GradientCheckpointingLayer):
         ``slot``: an int writes this step's keys/values at slots ``slot …`` of the layer's static cache directly
         (the fast transformer's cache); None goes through ``cache.update`` (where the cache says; no cache: none).
         """
-        attention_module, feed_forward = self.attention, self.feed_forward
+        # Submodules and parameters are read from their dicts: nn.Module.__getattr__ would cost ~20 Python calls a
+        # layer (the parts were checked by plain_decoder_layers).
+        parts = self._modules
+        attention_module, feed_forward = parts["attention"], parts["feed_forward"]
+        attention_parts, feed_forward_parts = attention_module._modules, feed_forward._modules
         batch, length, _ = hidden_states.shape
-        wqkv, kv_heads = attention_module.wqkv, attention_module.num_key_value_heads
-        heads = F.linear(self.attention_norm.forward(hidden_states), wqkv.weight, wqkv.bias)
+        kv_heads = attention_module.num_key_value_heads
+        heads = _linear(_rms_norm(parts["attention_norm"], hidden_states), attention_parts["wqkv"])
         heads = heads.view(batch, length, -1, attention_module.head_dim)
-        q_norm, k_norm = attention_module.q_norm, attention_module.k_norm
+        q_norm, k_norm = attention_parts.get("q_norm"), attention_parts.get("k_norm")
         if q_norm is None:
             query_key = apply_interleaved_rope(heads[:, :, :-kv_heads], cos, sin)
             query, key = query_key.split((attention_module.num_heads, kv_heads), dim=2)
         else:
             query, key, _ = heads.split(attention_module.head_splits, dim=2)
-            query = F.rms_norm(query, q_norm.normalized_shape, q_norm.weight, q_norm.eps)
-            key = F.rms_norm(key, k_norm.normalized_shape, k_norm.weight, k_norm.eps)
+            query = F.rms_norm(query, q_norm.normalized_shape, q_norm._parameters["weight"], q_norm.eps)
+            key = F.rms_norm(key, k_norm.normalized_shape, k_norm._parameters["weight"], k_norm.eps)
             query, key = apply_interleaved_rope(query, cos, sin), apply_interleaved_rope(key, cos, sin)
         value = heads[:, :, -kv_heads:]
         query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
@@ -282,12 +287,19 @@ class FishS2DecoderLayer(GradientCheckpointingLayer):
         output, _ = attention(
             attention_module, query, key, value, attention_mask, dropout=0.0, scaling=attention_module.scaling
         )
-        wo = attention_module.wo
-        hidden_states = hidden_states + F.linear(output.reshape(batch, length, -1), wo.weight, wo.bias)
-        normed = self.ffn_norm.forward(hidden_states)
-        w1, w2, w3 = feed_forward.w1, feed_forward.w2, feed_forward.w3
-        gated = F.silu(F.linear(normed, w1.weight, w1.bias)) * F.linear(normed, w3.weight, w3.bias)
-        return hidden_states + F.linear(gated, w2.weight, w2.bias)
+        hidden_states = hidden_states + _linear(output.reshape(batch, length, -1), attention_parts["wo"])
+        normed = _rms_norm(parts["ffn_norm"], hidden_states)
+        gated = F.silu(_linear(normed, feed_forward_parts["w1"])) * _linear(normed, feed_forward_parts["w3"])
+        return hidden_states + _linear(gated, feed_forward_parts["w2"])
+
+
+def _linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    parameters = linear._parameters
+    return F.linear(x, parameters["weight"], parameters["bias"])
+
+
+def _rms_norm(norm: FishS2RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    return fish_rms_norm(x, norm._parameters["weight"], norm.eps)
 
 
 _STEP_PARTS = {
