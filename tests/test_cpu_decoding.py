@@ -42,11 +42,18 @@ def models() -> tuple[FishS2ForConditionalGeneration, FishS2ForConditionalGenera
     return plain, optimized
 
 
+def wide(weight: torch.Tensor) -> bool:
+    """Laid out column-major: the weights with ``out_features >= in_features`` (the others read faster row-major)."""
+    return weight.shape[0] >= weight.shape[1]
+
+
 def test_generate_on_cpu_lays_linear_weights_out_column_major(models):
     plain, optimized = models
     weights = linear_weights(optimized)
-    assert weights
-    assert all(is_column_major(weight) for weight in weights.values())
+    assert any(wide(weight) for weight in weights.values())
+    assert any(not wide(weight) for weight in weights.values())  # the feed-forwards' down projections
+    for name, weight in weights.items():
+        assert is_column_major(weight) if wide(weight) else weight.is_contiguous(), name
     assert all(weight.is_contiguous() for weight in linear_weights(plain).values())
     assert optimized.get_input_embeddings().weight.is_contiguous()  # lookups keep their row-major table
 
@@ -91,7 +98,7 @@ def test_training_mode_restores_row_major_and_generate_lays_out_again():
         assert weight.is_contiguous() and torch.equal(weight, before[name]), name
     model.eval()
     model.generate(*prompt(CASE), max_new_tokens=2, do_sample=False)
-    assert all(is_column_major(weight) for weight in linear_weights(model).values())
+    assert all(is_column_major(weight) for weight in linear_weights(model).values() if wide(weight))
 
 
 def test_bf16_weights_keep_their_layout():

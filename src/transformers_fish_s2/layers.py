@@ -73,15 +73,34 @@ def _round_through(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bits.view(torch.float32)
 
 
+_PAIR_SWAPS: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _pair_swap(head_dim: int, device: torch.device) -> torch.Tensor:
+    """Indices ``1, 0, 3, 2, …`` (each interleaved pair swapped), made once per size and device."""
+    swap = _PAIR_SWAPS.get((head_dim, device))
+    if swap is None:
+        swap = torch.arange(head_dim, device=device).view(-1, 2).flip(-1).flatten()
+        _PAIR_SWAPS[(head_dim, device)] = swap
+    return swap
+
+
 def apply_interleaved_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs of ``x [..., D]`` by the tables of :func:`rotation_tables` (broadcast to ``x``).
 
     Pair ``(x0, x1)`` becomes ``(x0·c + x1·(-s), x1·c + x0·s)``, bit for bit the reference's
-    ``(x0·c - x1·s, x1·c + x0·s)``; math in fp32, one rounding back to ``x.dtype`` at the end.
+    ``(x0·c - x1·s, x1·c + x0·s)``; math in fp32, one rounding back to ``x.dtype`` at the end. Eager, the pairs
+    are swapped by one ``index_select`` (a graph being compiled keeps the view-and-flip form); fp32 input is
+    neither copied nor cast.
     """
-    x_f32 = x.float()
-    swapped = x_f32.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0) per pair
-    return (x_f32 * cos + swapped * sin).type_as(x)
+    fp32 = x.dtype == torch.float32
+    x_f32 = x if fp32 else x.float()
+    if torch.compiler.is_compiling():
+        swapped = x_f32.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0) per pair
+    else:
+        swapped = x_f32.index_select(-1, _pair_swap(x.shape[-1], x.device))
+    rotated = x_f32 * cos + swapped * sin
+    return rotated if fp32 else rotated.type_as(x)
 
 
 class FishS2FeedForward(nn.Module):

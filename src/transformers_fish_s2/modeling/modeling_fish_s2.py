@@ -18,6 +18,7 @@ built from cache slots and the attention mask, never as a ``max_seq_len²`` buff
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -86,16 +87,30 @@ class FishS2Output(ModelOutput):
         return self.cache
 
 
+_INVERSE_FREQUENCIES: dict[tuple[int, float, torch.device], torch.Tensor] = {}
+
+
+def _inverse_frequencies(head_dim: int, base: float, device: torch.device) -> torch.Tensor:
+    """:func:`rope_inverse_frequencies`, made once per shape and device when eager (64 fp32 values that no
+    ``model.to`` can touch: they are not a buffer)."""
+    if torch.compiler.is_compiling():
+        return rope_inverse_frequencies(head_dim, base, device=device)
+    key = (head_dim, base, device)
+    if key not in _INVERSE_FREQUENCIES:
+        _INVERSE_FREQUENCIES[key] = rope_inverse_frequencies(head_dim, base, device=device)
+    return _INVERSE_FREQUENCIES[key]
+
+
 def rotary_cos_sin(
     config: TransformerConfig, position_ids: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference-rounded RoPE rotation tables ``[B, T, 1, head_dim]`` (:func:`rotation_tables`, broadcast over
     heads) for ``position_ids [B, T]``.
 
-    The inverse frequencies are recomputed per call (64 values) rather than kept in a buffer, so a
-    ``model.to(torch.bfloat16)`` can never round them.
+    The inverse frequencies (64 values) are not kept in a buffer, so a ``model.to(torch.bfloat16)`` can never
+    round them.
     """
-    inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_base, device=position_ids.device)
+    inv_freq = _inverse_frequencies(config.head_dim, config.rope_base, position_ids.device)
     cos, sin = rotation_tables(*rope_cos_sin(position_ids, inv_freq))
     return cos.unsqueeze(-2), sin.unsqueeze(-2)
 
@@ -221,6 +236,101 @@ class FishS2DecoderLayer(GradientCheckpointingLayer):
         hidden_states = hidden_states + attended
         return hidden_states + self.feed_forward(self.ffn_norm(hidden_states))
 
+    def step(
+        self,
+        hidden_states: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: Cache,
+        slot: int | None,
+        attention: Callable,
+    ) -> torch.Tensor:
+        """:meth:`forward` in inference without calling the submodules: the same ATen ops in the same order (so
+        the same bits), minus the ``nn.Module`` call machinery and the cache bookkeeping, which cost an eager
+        decode step about as much as its small ops. Only for layers that :func:`plain_decoder_layers` accepts.
+
+        ``slot``: an int writes this step's keys/values at slots ``slot …`` of the layer's static cache directly
+        (the fast transformer's cache); None goes through ``cache.update`` (where the cache says; no cache: none).
+        """
+        attention_module, feed_forward = self.attention, self.feed_forward
+        batch, length, _ = hidden_states.shape
+        wqkv, kv_heads = attention_module.wqkv, attention_module.num_key_value_heads
+        heads = F.linear(self.attention_norm.forward(hidden_states), wqkv.weight, wqkv.bias)
+        heads = heads.view(batch, length, -1, attention_module.head_dim)
+        q_norm, k_norm = attention_module.q_norm, attention_module.k_norm
+        if q_norm is None:
+            query_key = apply_interleaved_rope(heads[:, :, :-kv_heads], cos, sin)
+            query, key = query_key.split((attention_module.num_heads, kv_heads), dim=2)
+        else:
+            query, key, _ = heads.split(attention_module.head_splits, dim=2)
+            query = F.rms_norm(query, q_norm.normalized_shape, q_norm.weight, q_norm.eps)
+            key = F.rms_norm(key, k_norm.normalized_shape, k_norm.weight, k_norm.eps)
+            query, key = apply_interleaved_rope(query, cos, sin), apply_interleaved_rope(key, cos, sin)
+        value = heads[:, :, -kv_heads:]
+        query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+        layer_idx = attention_module.layer_idx
+        if cache is None:
+            pass
+        elif slot is None:
+            key, value = cache.update(key, value, layer_idx)
+        else:
+            layer = cache.layers[layer_idx]
+            layer.keys[:, :, slot : slot + length] = key
+            layer.values[:, :, slot : slot + length] = value
+            key, value = layer.keys, layer.values
+        output, _ = attention(
+            attention_module, query, key, value, attention_mask, dropout=0.0, scaling=attention_module.scaling
+        )
+        wo = attention_module.wo
+        hidden_states = hidden_states + F.linear(output.reshape(batch, length, -1), wo.weight, wo.bias)
+        normed = self.ffn_norm.forward(hidden_states)
+        w1, w2, w3 = feed_forward.w1, feed_forward.w2, feed_forward.w3
+        gated = F.silu(F.linear(normed, w1.weight, w1.bias)) * F.linear(normed, w3.weight, w3.bias)
+        return hidden_states + F.linear(gated, w2.weight, w2.bias)
+
+
+_STEP_PARTS = {
+    "attention": (
+        FishS2Attention,
+        {"wqkv": nn.Linear, "wo": nn.Linear, "q_norm": nn.RMSNorm, "k_norm": nn.RMSNorm},
+    ),
+    "feed_forward": (FishS2FeedForward, {"w1": nn.Linear, "w2": nn.Linear, "w3": nn.Linear}),
+    "attention_norm": (FishS2RMSNorm, {}),
+    "ffn_norm": (FishS2RMSNorm, {}),
+}
+
+
+def _hookless(module: nn.Module) -> bool:
+    return not (module._forward_hooks or module._forward_pre_hooks)
+
+
+def plain_decoder_layers(layers: nn.ModuleList) -> bool:
+    """Whether :meth:`FishS2DecoderLayer.step` may stand in for these layers' module calls: every part is
+    exactly the package's own module (no quantized or LoRA linear, no subclass) with no forward hook, and no
+    global module hook is set. Anything else runs the ordinary module calls. (Reads ``_modules`` directly: this
+    runs once per decode step and ``nn.Module.__getattr__`` would make it cost as much as a small op per part.)"""
+    if (
+        nn.modules.module._global_forward_hooks
+        or nn.modules.module._global_forward_pre_hooks
+        or nn.modules.module._global_forward_hooks_always_called
+    ):
+        return False
+    for layer in layers._modules.values():
+        if type(layer) is not FishS2DecoderLayer or not _hookless(layer):
+            return False
+        for name, (kind, children) in _STEP_PARTS.items():
+            part = layer._modules[name]
+            if type(part) is not kind or not _hookless(part):
+                return False
+            for child_name, child_kind in children.items():
+                child = part._modules.get(child_name)  # q_norm/k_norm may be None (plain attributes then)
+                if child is None and child_name in ("q_norm", "k_norm"):
+                    continue
+                if type(child) is not child_kind or not _hookless(child):
+                    return False
+    return True
+
 
 class FishS2TextTransformer(nn.Module):
     """The slow AR body (checkpoint prefix ``text_model.model``): embeddings, blocks, final norm."""
@@ -231,6 +341,25 @@ class FishS2TextTransformer(nn.Module):
         self.embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(FishS2DecoderLayer(config, i) for i in range(config.n_layer))
         self.norm = FishS2RMSNorm(config.dim, eps=config.norm_eps)
+        self._rotation_table: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _rotation(self, position_ids: torch.Tensor, cache: Cache | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`rotary_cos_sin` of ``position_ids``. Eager over a static cache the positions stay below its length,
+        so the rows come from a table of that many positions, made once per cache length and device (the same
+        values: each row is computed alone); otherwise they are computed from the positions."""
+        layers = cache.layers if cache is not None else ()
+        if (
+            not layers
+            or torch.compiler.is_compiling()
+            or any(type(layer) is not StaticLayer for layer in layers)
+        ):
+            return rotary_cos_sin(self.config, position_ids)
+        key = (layers[0].max_cache_len, position_ids.device, self.config.head_dim, self.config.rope_base)
+        if self._rotation_table is None or self._rotation_table[0] != key:
+            positions = torch.arange(key[0], device=position_ids.device)[None]
+            self._rotation_table = key, tuple(table[0] for table in rotary_cos_sin(self.config, positions))
+        cos, sin = self._rotation_table[1]
+        return cos[position_ids], sin[position_ids]
 
     def forward(
         self,
@@ -259,8 +388,17 @@ class FishS2TextTransformer(nn.Module):
             cache=cache,
             position_ids=position_ids,
         )
-        position_embeddings = rotary_cos_sin(self.config, position_ids)
+        position_embeddings = self._rotation(position_ids, cache)
         hidden_states = inputs_embeds
+        if not (kwargs or self.training or torch.compiler.is_compiling()) and plain_decoder_layers(
+            self.layers
+        ):
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
+            for layer in self.layers:  # the same ops without the module calls (FishS2DecoderLayer.step)
+                hidden_states = layer.step(hidden_states, *position_embeddings, mask, cache, None, attention)
+            return self.norm(hidden_states)
         for layer in self.layers:
             hidden_states = layer(
                 hidden_states,
@@ -441,7 +579,12 @@ class FishS2FastTransformer(FishS2PreTrainedModel):
         )
 
     def decode_step(
-        self, inputs_embeds: torch.Tensor, position: torch.LongTensor | int, past_key_values: Cache
+        self,
+        inputs_embeds: torch.Tensor,
+        position: torch.LongTensor | int,
+        past_key_values: Cache,
+        *,
+        shortcut: bool | None = None,
     ) -> torch.Tensor:
         """Fast-AR positions ``position … position+L-1`` for ``N`` frames at once: ``inputs_embeds [N, L, dim]`` →
         logits ``[N, codebook_size]`` of the last of them (the head runs only there).
@@ -452,16 +595,44 @@ class FishS2FastTransformer(FishS2PreTrainedModel):
         Generation feeds positions 0 and 1 in one call (both inputs are known once the semantic token is drawn),
         so the layers' weights are read 9 times per frame instead of 10. ``position`` may be an int or a
         0-d/1-element tensor (a tensor avoids recompiling per position).
+
+        With an int ``position``, eager, in inference, the layers run through :meth:`FishS2DecoderLayer.step`
+        (same bits, no module calls) when :meth:`can_step` allows; ``shortcut`` passes its answer for this cache
+        (the decode session asks once per frame), None asks here.
         """
         if inputs_embeds.dim() != 3 or not 1 <= inputs_embeds.shape[1] <= self.config.num_codebooks:
             raise ValueError(
                 f"inputs_embeds must be [N, 1, {self.config.dim}] (or [N, L, {self.config.dim}] for L consecutive "
                 f"positions), got {tuple(inputs_embeds.shape)}"
             )
+        if shortcut is None:
+            shortcut = self.can_step(past_key_values)
+        if shortcut and isinstance(position, int):
+            (cos, sin), mask = self._positions(inputs_embeds, position, past_key_values)
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
+            hidden_states = inputs_embeds
+            for layer in self.layers:
+                hidden_states = layer.step(
+                    hidden_states, cos, sin, mask, past_key_values, position, attention
+                )
+            return self.output(self.norm(hidden_states)[:, -1])
         seek_static_cache(past_key_values, position)
         rotation, mask = self._positions(inputs_embeds, position, past_key_values)
         hidden_states = self._run(inputs_embeds, rotation, mask, cache=past_key_values)
         return self.output(hidden_states[:, -1])
+
+    def can_step(self, cache: Cache) -> bool:
+        """Whether :meth:`decode_step` over ``cache`` may run its layers through :meth:`FishS2DecoderLayer.step`:
+        eager inference over a static cache with plain layers (:func:`plain_decoder_layers`)."""
+        return (
+            not self.training
+            and not torch.compiler.is_compiling()
+            and not getattr(cache, "offloading", False)
+            and all(type(layer) is StaticLayer for layer in cache.layers)
+            and plain_decoder_layers(self.layers)
+        )
 
     def make_fast_cache(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -481,7 +652,7 @@ class FishS2FastTransformer(FishS2PreTrainedModel):
     def _positions(
         self, inputs_embeds: torch.Tensor, position: torch.LongTensor | int, cache: Cache
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
-        """RoPE tables and causal mask of positions ``position …`` for :meth:`decode_step` (after the seek).
+        """RoPE tables and causal mask of positions ``position …`` for :meth:`decode_step`.
 
         Every row attends causally over the same slots, so both are made for one row (they broadcast over the
         batch) and depend only on the position, the length, the dtype, the device and the attention
@@ -496,6 +667,7 @@ class FishS2FastTransformer(FishS2PreTrainedModel):
         position_ids = torch.as_tensor(position, device=device).reshape(1, 1) + torch.arange(
             length, device=device
         )
+        seek_static_cache(cache, position)  # the mask starts at the cache's write position
         mask = create_causal_mask(
             config=self.config, inputs_embeds=inputs_embeds[:1], attention_mask=None, cache=cache
         )
@@ -583,12 +755,14 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         )
 
     def optimize_for_cpu_decoding(self, enable: bool = True) -> FishS2ForConditionalGeneration:
-        """Store every plain fp32 ``nn.Linear`` weight column-major (``enable=False``: row-major again); returns
-        ``self``.
+        """Store the plain fp32 ``nn.Linear`` weights that are at least as wide as they are deep
+        (``out_features >= in_features``) column-major (``enable=False``: all row-major again); returns ``self``.
 
         Decoding multiplies one row per layer by each weight, which is bound by how fast the weights are read:
-        MKL's single-row fp32 product reads a ``[out, in]`` weight laid out as its transpose
-        (``W.t().contiguous().t()``) faster than the row-major one. The decode session calls this when it is
+        MKL's single-row fp32 product reads a ``[out, in]`` weight with ``out >= in`` faster when it is laid out as
+        its transpose (``W.t().contiguous().t()``), and a narrower one (a feed-forward's down projection) faster
+        row-major (one thread: ``[1536, 512]`` 173 µs column-major against 255 µs row-major, ``[512, 1536]``
+        189 µs row-major against 241 µs column-major). The decode session calls this when it is
         prepared on the CPU in fp32 (off switch: ``model.cpu_weight_layout = False``), and
         ``train()`` restores row-major. Shapes, values, parameter objects and state-dict keys stay the same, no
         memory is added (one weight is copied at a time), and ``state_dict``/``save_pretrained`` give ordinary
@@ -600,7 +774,13 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
             weight = module.weight if type(module) is nn.Linear else None
             if type(weight) is not nn.Parameter or weight.dtype != torch.float32 or weight.dim() != 2:
                 continue
-            if enable and weight.is_contiguous() and not weight.t().is_contiguous():
+            out_features, in_features = weight.shape
+            if (
+                enable
+                and weight.is_contiguous()
+                and not weight.t().is_contiguous()
+                and out_features >= in_features
+            ):
                 weight.data = weight.data.t().contiguous().t()
             elif not enable and _is_column_major(weight):
                 weight.data = weight.data.contiguous()
