@@ -250,6 +250,14 @@ def test_long_text_is_spoken_chunk_by_chunk_unless_turned_off(model, processor, 
 def test_other_models_get_the_stock_pipeline_unchanged(tmp_path):
     """A tiny random VITS built here: the same pipeline class, audio and errors as transformers' own class."""
     from transformers import VitsConfig, VitsModel, VitsTokenizer
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from transformers_fish_s2 import register_auto_classes
+    from transformers_fish_s2.pipeline import TextToAudioPipelineDispatch
+
+    register_auto_classes()  # again: idempotent, the fallback stays transformers' class
+    assert PIPELINE_REGISTRY.supported_tasks["text-to-audio"]["impl"] is TextToAudioPipelineDispatch
+    assert TextToAudioPipelineDispatch.fallback is TextToAudioPipeline
 
     vocab = tmp_path / "vocab.json"
     vocab.write_text(json.dumps({c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz")}))
