@@ -63,46 +63,55 @@ def test_empty_audio_is_an_empty_file_with_a_warning(processor, tmp_path, caplog
 
 
 def test_a_generation_without_frames_is_handled_the_same_everywhere(tmp_path, monkeypatch, caplog, capsys):
-    """The model ends before its first frame (here: every row's length forced to 0). Arrays come back with zero
-    samples (decode, the pipeline, the Space); files are written with zero samples and one warning each (the CLI,
-    whether to a file or streamed to one, and the batch example, which used to skip the file)."""
+    """The tiny model ends "Short one." before its first frame when greedy (every generate call here is made
+    greedy). Arrays come back with zero samples (decode, the pipeline, the Space); files are written with zero
+    samples and one warning each (the CLI, whether to a file or streamed to one, and the batch example, which used
+    to skip the file)."""
     from test_examples import load_example
     from transformers import pipeline
 
     from transformers_fish_s2 import FishS2ForConditionalGeneration, FishS2Processor
     from transformers_fish_s2.cli import main
 
+    text = "Short one."
     generate = FishS2ForConditionalGeneration.generate
 
-    def no_frames(self, *args, **kwargs):
-        output = generate(self, *args, **kwargs)
-        output.lengths.zero_()
-        return output
+    def greedy(self, *args, **kwargs):
+        return generate(self, *args, **{**kwargs, "do_sample": False})
 
-    monkeypatch.setattr(FishS2ForConditionalGeneration, "generate", no_frames)
+    monkeypatch.setattr(FishS2ForConditionalGeneration, "generate", greedy)
     model = FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32).eval()
     processor = FishS2Processor.from_pretrained(TINY)
-    output = model.generate(**processor("Hi."), max_new_tokens=2)
-    assert processor.decode(output).shape == (0,)
+    output = model.generate(**processor(text), max_new_tokens=2)
+    assert output.lengths.tolist() == [0] and processor.decode(output).shape == (0,)
     out = pipeline("text-to-speech", model=model, processor=processor)(
-        "Hi.", generate_kwargs={"max_new_tokens": 2}
+        text, generate_kwargs={"max_new_tokens": 2}
     )
     assert out["audio"].shape == (0,) and out["audio"].dtype == np.float32
 
     model_args = ["--model", str(TINY), "--device", "cpu", "--max-new-tokens", "2"]
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text(f"{text}\n{text}\n", encoding="utf-8")
     with caplog.at_level(logging.WARNING):
         for i, extra in enumerate(([], ["--stream"])):
-            assert main(["speak", "Hi.", *model_args, "-o", str(tmp_path / f"cli{i}.wav"), *extra]) == 0
+            assert main(["speak", text, *model_args, "-o", str(tmp_path / f"cli{i}.wav"), *extra]) == 0
             assert soundfile.info(tmp_path / f"cli{i}.wav").frames == 0
         paths = load_example("batch_sentences.py").main(
-            [*model_args[:2], "--output-dir", str(tmp_path / "batch"), "--max-new-tokens", "2"]
+            [
+                str(sentences),
+                *model_args[:2],
+                "--output-dir",
+                str(tmp_path / "batch"),
+                "--max-new-tokens",
+                "2",
+            ]
         )
-    assert len(paths) == 3 and all(soundfile.info(path).frames == 0 for path in paths)
-    assert empty_file_warnings(caplog) == 2 + 3
+    assert len(paths) == 2 and all(soundfile.info(path).frames == 0 for path in paths)
+    assert empty_file_warnings(caplog) == 2 + 2
     assert "produced no audio frames" not in capsys.readouterr().err  # said once, by the writer
 
     monkeypatch.setitem(sys.modules, "gradio", None)
-    rate, audio = load_example("space/app.py").synthesize("Hi.", max_new_tokens=2, model=str(TINY))
+    rate, audio = load_example("space/app.py").synthesize(text, max_new_tokens=2, model=str(TINY))
     assert rate == 44100 and audio.dtype == np.float32 and audio.shape == (0,)
 
 
