@@ -41,7 +41,7 @@ TASK = "text-to-audio"
 
 
 @dataclass(frozen=True)
-class SpeechRequest:
+class PipelineText:
     """One text to speak and its references: what ``preprocess`` hands to ``_forward`` (batched as a list)."""
 
     text: str
@@ -94,7 +94,7 @@ class FishS2TextToSpeechPipeline(TextToAudioPipeline):
 
     def preprocess(
         self, text: str | Chat, references: dict | list[dict] | None = None
-    ) -> dict[str, SpeechRequest]:
+    ) -> dict[str, PipelineText]:
         """The request of one input: a text (with ``references``, shared by every text of the call) or a chat."""
         if isinstance(text, Chat):
             if references is not None:
@@ -113,7 +113,7 @@ class FishS2TextToSpeechPipeline(TextToAudioPipeline):
                 "references= is a list of reference dicts shared by every text of the call; for a voice per text "
                 "pass conversations (see docs/voice-cloning.md)"
             )
-        return {"request": SpeechRequest(text, list(references or []))}
+        return {"request": PipelineText(text, list(references or []))}
 
     def _forward(
         self,
