@@ -3,7 +3,8 @@
     python examples/batch_sentences.py sentences.txt --model ./s2-pro --output-dir out/ --batch-size 8
 
 One line of the file is one sentence. Prompts of different lengths are left-padded into one batch; every row
-stops on its own end token, and ``lengths`` tells how many frames of each row are real.
+stops on its own end token, and ``lengths`` tells how many frames of each row are real. A row that ends before
+its first frame is written as an empty file, with a warning, like everywhere else in the package.
 """
 
 from __future__ import annotations
@@ -54,9 +55,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
         inputs = processor(batch).to(device)  # left-padded [B, T]
         output = model.generate(**inputs, **options)  # sequences [B, 10, N], lengths [B]
         for offset, audio in enumerate(processor.batch_decode(output.sequences, output.lengths)):
-            if len(audio) == 0:  # the row ended before making any frame
-                print(f"no audio for {batch[offset]!r}")
-                continue
             path = args.output_dir / f"{start + offset:04d}.wav"
             processor.save_audio(audio, path)
             paths.append(path)

@@ -143,6 +143,12 @@ def test_pipeline_clones_voices_from_a_chat_as_csm_users_do(model, processor):
     check_audio(out, frames)
     np.testing.assert_array_equal(out["audio"], expected)
 
+    # a voice per text: one conversation each, batched like texts
+    plain = [{"role": "0", "content": SECOND}]
+    both = tts([chat, plain], batch_size=2, generate_kwargs=GREEDY)
+    np.testing.assert_array_equal(both[0]["audio"], expected)
+    np.testing.assert_array_equal(both[1]["audio"], direct(model, processor, SECOND, **GREEDY)[0])
+
 
 @pytest.fixture
 def generate_calls(model, monkeypatch):
@@ -161,6 +167,8 @@ def generate_calls(model, monkeypatch):
 def test_objects_need_no_tokenizer_and_references_are_a_call_option(model, processor):
     tts = pipeline("text-to-speech", model=model, processor=processor)
     assert type(tts) is FishS2TextToSpeechPipeline and tts.tokenizer is processor.tokenizer
+    with pytest.raises(ValueError, match=r"needs the FishS2Processor of .*: pass processor=FishS2Processor"):
+        pipeline("text-to-speech", model=model)  # a model object alone names no processor to load
 
     expected, frames = direct(model, processor, TEXT, [REFERENCE], **GREEDY)
     for out in (
@@ -242,6 +250,14 @@ def test_long_text_is_spoken_chunk_by_chunk_unless_turned_off(model, processor, 
 def test_other_models_get_the_stock_pipeline_unchanged(tmp_path):
     """A tiny random VITS built here: the same pipeline class, audio and errors as transformers' own class."""
     from transformers import VitsConfig, VitsModel, VitsTokenizer
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from transformers_fish_s2 import register_auto_classes
+    from transformers_fish_s2.pipeline import TextToAudioPipelineDispatch
+
+    register_auto_classes()  # again: idempotent, the fallback stays transformers' class
+    assert PIPELINE_REGISTRY.supported_tasks["text-to-audio"]["impl"] is TextToAudioPipelineDispatch
+    assert TextToAudioPipelineDispatch.fallback is TextToAudioPipeline
 
     vocab = tmp_path / "vocab.json"
     vocab.write_text(json.dumps({c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz")}))

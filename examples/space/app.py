@@ -79,14 +79,12 @@ def synthesize(
         processor,
         text,
         references or None,
+        split_sentences=True,  # long text in sentence chunks, as fish-s2 speak and the pipeline
         temperature=float(temperature),
         top_p=float(top_p),
         max_new_tokens=int(max_new_tokens),
     )
-    if int(output.lengths[0]) == 0:
-        return processor.sampling_rate, np.zeros(0, dtype=np.float32)
-    audio = processor.decode(output)
-    return processor.sampling_rate, audio.numpy()
+    return processor.sampling_rate, processor.decode(output, return_tensors="np")  # no frames: no samples
 
 
 def build_demo():
@@ -95,12 +93,15 @@ def build_demo():
 
     def handle(*args):
         try:
-            return synthesize(*args)
+            rate, audio = synthesize(*args)
         except (
             ValueError,
             OSError,
         ) as error:  # bad input or an unreachable/gated checkpoint: show, don't crash
             raise gr.Error(str(error)) from None
+        if audio.size == 0:  # empty audio is not an error, but say so (as the CLI and save_audio do)
+            gr.Warning("The model produced no audio for this text; try again or change the text.")
+        return rate, audio
 
     with gr.Blocks(title="Fish Audio S2") as demo:
         gr.Markdown(

@@ -192,7 +192,7 @@ def _speak(args: argparse.Namespace) -> None:
     rtf = f", RTF {elapsed / seconds:.2f}" if seconds else ""
     where = "standard output" if str(args.output) == STDOUT else str(args.output)
     logger.info(f"wrote {where}: {seconds:.2f} s of audio ({frames} frames) in {elapsed:.1f} s{rtf}")
-    if frames == 0:
+    if frames == 0 and str(args.output) == STDOUT:  # an empty file is reported by the writer (audio_writer)
         logger.warning("warning: the model produced no audio frames")
     elif not bool(output.eos_reached[0]):
         logger.warning(
@@ -372,14 +372,12 @@ def _generate_keeping_finished_chunks(model, processor, generate: dict, progress
 
 def _write_whole(processor, output, target: Path, stream_format: str) -> int:
     """Decode a one-row generation output and write it; returns the number of samples."""
-    import numpy as np
-
     from .cli_output import write_audio
 
     frames = int(output.lengths[0])
     if str(target) != STDOUT:  # decoded a bounded chunk at a time, whatever the length
         return processor.save_decoded_audio(output.sequences[0, :, :frames], target)
-    audio = processor.decode(output).numpy() if frames else np.zeros(0, dtype=np.float32)
+    audio = processor.decode(output, return_tensors="np")
     write_audio(audio, target, processor.sampling_rate, stream_format)
     return len(audio)
 

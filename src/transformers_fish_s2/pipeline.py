@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.text_to_audio import AudioOutput, TextToAudioPipeline
 from transformers.utils.chat_template_utils import Chat
@@ -35,12 +35,13 @@ from .modeling import FishS2ForConditionalGeneration
 from .modeling.generation_fish_s2 import CODE_PAD_VALUE
 from .processing.chat import chat_text_and_references
 from .processing.long_form import generate_long
+from .processing.processing_fish_s2 import FishS2Processor
 
 TASK = "text-to-audio"
 
 
 @dataclass(frozen=True)
-class SpeechRequest:
+class PipelineText:
     """One text to speak and its references: what ``preprocess`` hands to ``_forward`` (batched as a list)."""
 
     text: str
@@ -50,14 +51,22 @@ class SpeechRequest:
 class FishS2TextToSpeechPipeline(TextToAudioPipeline):
     """The text-to-speech pipeline for Fish Audio S2 (see the module docstring for what it adds)."""
 
-    def __init__(self, *args, tokenizer=None, processor=None, **kwargs):
+    def __init__(
+        self,
+        *args: Any,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        processor: FishS2Processor | None = None,
+        **kwargs: Any,
+    ):
         model = kwargs.get("model", args[0] if args else None)
-        if processor is None:
+        if processor is None:  # transformers' pipeline() carries on without a processor that failed to load
             name = getattr(model, "name_or_path", "")
             reason = pipeline_processor_error(name)
+            needs = f"pipeline('text-to-speech') needs the FishS2Processor of {name!r} (tokenizer, prompts, codec)"
             raise ValueError(
-                f"pipeline('text-to-speech') needs the FishS2Processor of {name!r} (tokenizer, prompt builder and "
-                + (f"codec), which failed to load: {reason}" if reason else "codec): pass processor=")
+                f"{needs}, which failed to load: {reason}"
+                if reason
+                else f"{needs}: pass processor=FishS2Processor.from_pretrained(...)"
             )
         super().__init__(*args, tokenizer=tokenizer or processor.tokenizer, processor=processor, **kwargs)
         if processor.codec is not None:  # the codec follows the model: encode references and decode there
@@ -85,7 +94,7 @@ class FishS2TextToSpeechPipeline(TextToAudioPipeline):
 
     def preprocess(
         self, text: str | Chat, references: dict | list[dict] | None = None
-    ) -> dict[str, SpeechRequest]:
+    ) -> dict[str, PipelineText]:
         """The request of one input: a text (with ``references``, shared by every text of the call) or a chat."""
         if isinstance(text, Chat):
             if references is not None:
@@ -104,7 +113,7 @@ class FishS2TextToSpeechPipeline(TextToAudioPipeline):
                 "references= is a list of reference dicts shared by every text of the call; for a voice per text "
                 "pass conversations (see docs/voice-cloning.md)"
             )
-        return {"request": SpeechRequest(text, list(references or []))}
+        return {"request": PipelineText(text, list(references or []))}
 
     def _forward(
         self,
@@ -180,7 +189,7 @@ class TextToAudioPipelineDispatch(TextToAudioPipeline):
     _load_tokenizer = None
     fallback: type = TextToAudioPipeline
 
-    def __new__(cls, *args, **kwargs):
+    def __new__(cls, *args: Any, **kwargs: Any) -> TextToAudioPipeline:
         model = kwargs.get("model", args[0] if args else None)
         if isinstance(model, FishS2ForConditionalGeneration):
             return FishS2TextToSpeechPipeline(*args, **kwargs)

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 SAMPLING_RATE = 44100
 AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
+NO_EMPTY_FILES = frozenset({"FLAC", "MP3"})
+"""Formats of which libsndfile writes a zero-byte file, no audio file at all, when there are no samples."""
 MAX_AUDIO_SECONDS = 600.0
 """Longest audio accepted as input (10 minutes). Reference clips are typically 5-30 s; the codec encodes a clip
 in one pass (memory grows with its length) and its frames must fit in the prompt, so a longer input is a
@@ -202,12 +204,10 @@ def save_audio(
     """Write one waveform; the format (WAV 16-bit, FLAC, OGG Vorbis, MP3) follows the file extension.
 
     Empty audio (a generation that produced no frames) is written as a valid file of zero samples, with a
-    warning: the one rule for empty audio everywhere (the processor, the pipeline's callers, the CLI), so a
-    script's next step still finds its file. The file is written under a temporary name and renamed when
-    complete, so a failure leaves no partial file.
+    warning (:func:`audio_writer`). The file is written under a temporary name and renamed when complete, so a
+    failure leaves no partial file.
     """
     if (audio.numel() if isinstance(audio, torch.Tensor) else np.size(audio)) == 0:
-        logger.warning("the audio for %s has no samples; writing an empty file", str(path))
         waveform = np.zeros(0, dtype=np.float32)
     else:
         waveform = as_mono_float32(audio.squeeze() if hasattr(audio, "squeeze") else audio, name="audio")
@@ -233,7 +233,12 @@ def save_decoded_audio(codec, codes: torch.Tensor, path: str | os.PathLike) -> i
 def audio_writer(path: str | os.PathLike, sampling_rate: int) -> Iterator[soundfile.SoundFile]:
     """A mono ``SoundFile`` writing ``path`` (format from the extension) under a temporary name, renamed over
     ``path`` when the block succeeds (:func:`~transformers_fish_s2.files.atomic_output`). A failed write (full
-    disk, file size limit, unwritable folder) raises ``OSError`` naming the file, and leaves nothing behind."""
+    disk, file size limit, unwritable folder) raises ``OSError`` naming the file, and leaves nothing behind.
+
+    A file that ends with no samples (a generation that made no frames) is kept, as a valid empty file, with a
+    warning: the one rule for empty audio, here because every audio file the package writes passes through
+    (``save_audio``, ``save_decoded_audio``, the CLI), so a script's next step still finds its file. FLAC and MP3
+    cannot hold zero samples (libsndfile writes zero bytes), so there a ``ValueError`` says so and no file is left."""
     path = Path(path)
     file_format = _sound_format(path)
     try:
@@ -244,6 +249,13 @@ def audio_writer(path: str | os.PathLike, sampling_rate: int) -> Iterator[soundf
             ) as sink,
         ):
             yield sink
+            if sink.frames == 0 and file_format in NO_EMPTY_FILES:
+                raise ValueError(
+                    f"the audio for {str(path)!r} has no samples (the model made no frames), and a {file_format} "
+                    "file cannot hold zero samples; write .wav or .ogg to keep an empty file"
+                )
+            if sink.frames == 0:
+                logger.warning("the audio for %s has no samples; writing an empty file", str(path))
     except soundfile.SoundFileError as error:
         raise OSError(f"cannot write audio to {str(path)!r}: {error} (is the disk full?)") from error
 
