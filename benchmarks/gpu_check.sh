@@ -9,7 +9,7 @@
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_CONFIG=tiny OUT=/tmp/gc bash benchmarks/gpu_check.sh   # CPU dry run (plumbing)
 #
 # Knobs (environment): GPU_CHECK_DEVICE (cuda), GPU_CHECK_CONFIG (full | small | tiny), GPU_CHECK_BUDGET (seconds
-# for all stages, 450), GPU_CHECK_STAGES (env tests generate engine quant), GPU_CHECK_TESTS (pytest node ids),
+# for all stages, 470), GPU_CHECK_STAGES (env tests generate engine quant), GPU_CHECK_TESTS (pytest node ids),
 # GPU_CHECK_FRAMES (frames per generate row), GPU_CHECK_ENGINE_FRAMES, GPU_CHECK_CONCURRENCY ("1 8 32"),
 # GPU_CHECK_QUANT_LAYERS (slow-AR layers of the quantization checkpoint; empty: all 36),
 # GPU_CHECK_COMPILE_BACKEND (inductor; aot_eager skips code generation in dry runs), PYTHON (python3),
@@ -22,7 +22,7 @@ ROOT=$PWD
 PY=${PYTHON:-python3}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 CONFIG=${GPU_CHECK_CONFIG:-full}
-BUDGET=${GPU_CHECK_BUDGET:-450}
+BUDGET=${GPU_CHECK_BUDGET:-470}
 STAGES=${GPU_CHECK_STAGES:-env tests generate engine quant}
 WHEELS=${GPU_CHECK_WHEELS:-.whl}
 BACKEND=${GPU_CHECK_COMPILE_BACKEND:-inductor}
@@ -176,7 +176,7 @@ run_quant() {
         return 3
     }
     "$PY" benchmarks/gpu_quantization_check.py --schemes bnb-4bit bnb-8bit --config "$QUANT_CONFIG" \
-        --device "$DEVICE" --frames 20 "${layers[@]}" --time-limit $((limit * 45 / 100))
+        --device "$DEVICE" --frames 20 "${layers[@]}" --time-limit $((limit * 60 / 100))
 }
 
 export -f env_check run_tests run_generate run_engine run_quant
