@@ -52,6 +52,7 @@ fi
 TESTS=${GPU_CHECK_TESTS:-$DEFAULT_TESTS}
 
 log() { echo "$*" | tee -a "$LOG"; }
+show() { echo "\$ $*"; "$@"; }  # a stage's command line goes into its output (and so the report) before it runs
 
 # --- wheels (before any stage: transformers 5.24, soundfile, soxr, bitsandbytes; see benchmarks/gpu_wheels.txt) ---
 WHEEL_NOTE="none installed (no $WHEELS/*.whl)"
@@ -148,23 +149,23 @@ env_check() {
         echo "nvidia-smi: not found"
     fi
     df -h /tmp /dev/shm 2>/dev/null | sed 's/^/df: /'
-    "$PY" benchmarks/gpu_check_env.py --device "$DEVICE"
+    show "$PY" benchmarks/gpu_check_env.py --device "$DEVICE"
 }
 run_tests() {
     # shellcheck disable=SC2086
-    "$PY" -m pytest -q -p no:cacheprovider -rfEs --durations=5 $TESTS
+    show "$PY" -m pytest -q -p no:cacheprovider -rfEs --durations=5 $TESTS
 }
 run_generate() {
     local limit=$STAGE_LIMIT
     # shellcheck disable=SC2086
-    "$PY" benchmarks/bench_generate.py --configs "$CONFIG" --device "$DEVICE" --dtype bfloat16 \
+    show "$PY" benchmarks/bench_generate.py --configs "$CONFIG" --device "$DEVICE" --dtype bfloat16 \
         --modes eager compiled --batch $BATCH --frames "$FRAMES" --ttfa-codec "$TTFA_CODEC" \
         --compile-backend "$BACKEND" --time-limit $((limit * 55 / 100))
 }
 run_engine() {
     local limit=$STAGE_LIMIT
     # shellcheck disable=SC2086
-    "$PY" benchmarks/bench_engine.py --config "$CONFIG" --device "$DEVICE" --dtype bfloat16 \
+    show "$PY" benchmarks/bench_engine.py --config "$CONFIG" --device "$DEVICE" --dtype bfloat16 \
         --concurrency $CONCURRENCY --arrivals burst --frames "$ENGINE_FRAMES" --max-context "$MAX_CONTEXT" \
         --sequential-max "$SEQ_MAX" --time-limit $((limit * 55 / 100)) $ENGINE_EXTRA
 }
@@ -175,11 +176,11 @@ run_quant() {
         echo "bitsandbytes is not importable: carry its wheel (benchmarks/fetch_gpu_wheels.sh); stage skipped"
         return 3
     }
-    "$PY" benchmarks/gpu_quantization_check.py --schemes bnb-4bit bnb-8bit --config "$QUANT_CONFIG" \
+    show "$PY" benchmarks/gpu_quantization_check.py --schemes bnb-4bit bnb-8bit --config "$QUANT_CONFIG" \
         --device "$DEVICE" --frames 20 "${layers[@]}" --time-limit $((limit * 60 / 100))
 }
 
-export -f env_check run_tests run_generate run_engine run_quant
+export -f show env_check run_tests run_generate run_engine run_quant
 write_report
 stage env "(a) environment" 60 env_check
 stage tests "(b) CUDA-only tests" 90 run_tests
