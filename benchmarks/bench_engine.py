@@ -191,7 +191,8 @@ def join_latency(engine, model, processor, requests, device) -> tuple[float, flo
         handle.cancel()
     prompt = prompt_of(processor, requests[:1]).to(device)
     began = time.perf_counter()
-    model(**prompt, logits_to_keep=1)
+    with torch.no_grad():
+        model(**prompt, logits_to_keep=1)
     synchronize(device)
     return first_frame, time.perf_counter() - began, step
 
@@ -229,6 +230,19 @@ def main() -> None:
     )
     parser.add_argument("--compile", action="store_true", help="compiled generate() and engine step")
     parser.add_argument(
+        "--max-context", type=int, default=None,
+        help="the engine's cache positions per slot (default: the engine's own, min(model context, 4096))",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sequential-max", type=int, default=None, metavar="C",
+        help="burst arrivals: run the sequential baseline only up to C concurrent requests (one at a time it "
+        "runs at the solo rate at any C; larger C reuse the last measured rate, marked *)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--time-limit", type=float, default=None, metavar="S",
+        help="start no new table row (or the join measurement) after S seconds; the rest print as skipped",
+    )  # fmt: skip
+    parser.add_argument(
         "--skip-codec", action="store_true", help="do not time the codec's first-chunk decode"
     )
     args = parser.parse_args()
@@ -262,29 +276,51 @@ def main() -> None:
     print("| arrivals | concurrent | sequential fr/s | static fr/s | engine fr/s | engine / sequential | "
           "TTFA p50 ms seq / static / engine | TTFA max ms seq / static / engine |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    deadline = time.monotonic() + args.time_limit if args.time_limit else float("inf")
+    engine_kwargs = dict(compile=args.compile, max_context=args.max_context)
+    reused = False
     for kind in args.arrivals:
+        last_seq = None
         for concurrent in args.concurrency:
+            if time.monotonic() > deadline:
+                print(f"| {kind} | {concurrent} | skipped: --time-limit {args.time_limit:g} s reached | | | | | |",
+                      flush=True)  # fmt: skip
+                continue
             requests = make_requests(model, concurrent, args.frames, args.first_chunk_frames, seed=concurrent)
             arrivals = arrival_times(kind, concurrent, solo_seconds / concurrent, seed=concurrent)
-            seq_fps, seq_ttfa = run_sequential(
-                model, processor, requests, arrivals, args.first_chunk_frames, device
-            )
+            measure = args.sequential_max is None or concurrent <= args.sequential_max or last_seq is None
+            if measure or kind != "burst":
+                seq_fps, seq_ttfa = run_sequential(
+                    model, processor, requests, arrivals, args.first_chunk_frames, device
+                )
+                last_seq, seq_mark = seq_fps, ""
+                seq_p50, seq_max = ms(seq_ttfa, 50), f"{1000 * max(seq_ttfa):.0f}"
+            else:  # a burst served one at a time: same rate; its TTFA grows with the queue, so not reused
+                seq_fps, seq_mark, reused = last_seq, "*", True
+                seq_p50 = seq_max = "-"
             static_fps, static_ttfa = run_static(
                 model, processor, requests, arrivals, args.first_chunk_frames, device
             )
-            with FishS2Engine(model, processor, max_batch_size=concurrent, compile=args.compile) as engine:
+            with FishS2Engine(model, processor, max_batch_size=concurrent, **engine_kwargs) as engine:
                 run_engine(engine, warm, [0.0])
                 engine_fps, engine_ttfa = run_engine(engine, requests, arrivals)
             print(
-                f"| {kind} | {concurrent} | {seq_fps:.2f} | {static_fps:.2f} | {engine_fps:.2f} | "
-                f"{engine_fps / seq_fps:.2f}x | {ms(seq_ttfa, 50)} / {ms(static_ttfa, 50)} / {ms(engine_ttfa, 50)} | "
-                f"{1000 * max(seq_ttfa):.0f} / {1000 * max(static_ttfa):.0f} / {1000 * max(engine_ttfa):.0f} |",
+                f"| {kind} | {concurrent} | {seq_fps:.2f}{seq_mark} | {static_fps:.2f} | {engine_fps:.2f} | "
+                f"{engine_fps / seq_fps:.2f}x{seq_mark} | {seq_p50} / {ms(static_ttfa, 50)} / "
+                f"{ms(engine_ttfa, 50)} | {seq_max} / {1000 * max(static_ttfa):.0f} / "
+                f"{1000 * max(engine_ttfa):.0f} |",
                 flush=True,
             )
+    if reused:
+        print(f"\n* the sequential rate measured at the largest concurrency <= {args.sequential_max}, reused "
+              "(--sequential-max): one request at a time runs at the solo rate whatever the concurrency; "
+              "its TTFA is not reused (-)")  # fmt: skip
     concurrent = max(args.concurrency)
-    if concurrent > 1:
+    if concurrent > 1 and time.monotonic() > deadline:
+        print(f"\njoin: skipped (--time-limit {args.time_limit:g} s reached)")
+    elif concurrent > 1:
         requests = make_requests(model, concurrent, args.frames, args.first_chunk_frames, seed=7)
-        with FishS2Engine(model, processor, max_batch_size=concurrent, compile=args.compile) as engine:
+        with FishS2Engine(model, processor, max_batch_size=concurrent, **engine_kwargs) as engine:
             run_engine(engine, warm, [0.0])
             first, prefill, step = join_latency(engine, model, processor, requests, device)
         print(

@@ -167,6 +167,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--first-chunk-frames", type=int, default=5)
     parser.add_argument(
+        "--time-limit", type=float, default=None, metavar="S",
+        help="start no new row after S seconds (the remaining rows are printed as skipped)",
+    )  # fmt: skip
+    parser.add_argument(
         "--stop-check-intervals", type=int, nargs="+", default=[None],
         help="generate(stop_check_interval=...) values to time (default: generate's own default)",
     )  # fmt: skip
@@ -233,6 +237,7 @@ def main() -> None:
     )
     print(header)
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    deadline = time.monotonic() + args.time_limit if args.time_limit else float("inf")
     for name in args.configs:
         if name == "full" and device.type != "cuda":
             print(f"| {name} | 4.6B | - | - | - | skipped: needs CUDA | | | | | | | |")
@@ -243,6 +248,10 @@ def main() -> None:
             model.generation_config.compile_config = CompileConfig(backend=args.compile_backend, mode=None)
         params = sum(p.numel() for p in model.parameters())
         for mode, batch, interval in itertools.product(args.modes, args.batch, args.stop_check_intervals):
+            if time.monotonic() > deadline:
+                print(f"| {name} | - | {mode} | {batch} | {interval or 'default'} | skipped: --time-limit "
+                      f"{args.time_limit:g} s reached | | | | | | | |", flush=True)  # fmt: skip
+                continue
             prompt = make_prompt(model, batch, args.prompt_length, device)
             kwargs = dict(
                 do_sample=args.sample, compile=mode == "compiled", max_new_tokens=args.frames,

@@ -6,10 +6,16 @@ the official layout (``config.json`` + sharded safetensors, ~9.1 GB on disk; the
 zeroed so greedy decoding never stops early), then for each scheme: loads it onto the GPU, compares the bytes the
 model holds with :func:`transformers_fish_s2.memory.estimate_memory` (exact match expected), generates, and
 reports load time, frames/s and peak allocated memory (weights + KV cache + activations). Exits 1 if a check
-fails, 0 without a CUDA device (nothing to check).
+fails, 0 without a CUDA device (nothing to check) unless ``--device cpu`` asks for a CPU dry run.
+
+Size and time knobs: ``--config`` (``full``, or ``bench_generate.py``'s ``small``/``tiny`` for dry runs),
+``--layers N`` (that many slow-AR layers instead of 36: a smaller checkpoint, same layer shapes), ``--frames``,
+``--time-limit S`` (no new scheme after S seconds). Without ``--checkpoint`` the random checkpoint goes to a
+temporary folder in ``/dev/shm`` (memory, no disk writes) when it has room for it, else in the system's.
 
     .venv/bin/python benchmarks/gpu_quantization_check.py                    # bf16, bnb-8bit, bnb-4bit
     .venv/bin/python benchmarks/gpu_quantization_check.py --schemes bnb-4bit --checkpoint /data/s2-random
+    .venv/bin/python benchmarks/gpu_quantization_check.py --device cpu --config tiny --schemes bnb-8bit  # plumbing
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import argparse
 import gc
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -26,9 +33,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from transformers_fish_s2 import FishS2Config, FishS2ForConditionalGeneration
-from transformers_fish_s2.memory import estimate_memory, measure_memory
-from transformers_fish_s2.quantization import quantization_config
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generate import CONFIGS  # noqa: E402
+
+from transformers_fish_s2 import FishS2Config, FishS2ForConditionalGeneration  # noqa: E402
+from transformers_fish_s2.memory import estimate_memory, measure_memory  # noqa: E402
+from transformers_fish_s2.quantization import quantization_config  # noqa: E402
 
 SHARD_BYTES = 4 * 2**30
 PROMPT_TOKENS = 200
@@ -89,35 +99,57 @@ def write_random_checkpoint(directory: Path, config: FishS2Config, device: torch
     )
 
 
+def checkpoint_folder(config: FishS2Config) -> tempfile.TemporaryDirectory:
+    """A temporary folder for the random checkpoint: in /dev/shm (memory) when it has twice the room, else the
+    system's temporary folder."""
+    with torch.device("meta"):
+        size = 2 * sum(p.numel() for p in FishS2ForConditionalGeneration(config).parameters())  # bf16 bytes
+    shm = Path("/dev/shm")
+    where = str(shm) if shm.is_dir() and shutil.disk_usage(shm).free > 2 * size else None
+    return tempfile.TemporaryDirectory(prefix="s2-random-", dir=where)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _allocated(device: torch.device) -> int:
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+
+
 def check_scheme(checkpoint: Path, scheme: str, frames: int, device: torch.device) -> dict:
     gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    baseline = torch.cuda.memory_allocated(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    baseline = _allocated(device)
 
     started = time.perf_counter()
     model = FishS2ForConditionalGeneration.from_pretrained(
         checkpoint,
         dtype=torch.bfloat16,
-        device_map={"": device.index or 0},
+        # on a CPU, bitsandbytes layers load where they are (a CPU device_map would count as offloading)
+        device_map={"": device.index or 0} if device.type == "cuda" else None,
         quantization_config=quantization_config(None if scheme == "bf16" else scheme),
     )
-    torch.cuda.synchronize(device)
+    _synchronize(device)
     load_s = time.perf_counter() - started
-    loaded = torch.cuda.memory_allocated(device) - baseline
     measured = sum(measure_memory(model).values())
+    loaded = _allocated(device) - baseline if device.type == "cuda" else measured
 
     config = model.config
     generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(0, TEXT_TOKEN_LIMIT, (1, PROMPT_TOKENS), generator=generator).to(device)
+    limit = min(TEXT_TOKEN_LIMIT, config.eos_token_id)  # text ids, below the special tokens
+    input_ids = torch.randint(0, limit, (1, PROMPT_TOKENS), generator=generator).to(device)
     audio_codes = torch.zeros(1, config.num_codebooks, PROMPT_TOKENS, dtype=torch.long, device=device)
     model.generate(input_ids, audio_codes, do_sample=False, max_new_tokens=2)  # warm-up (kernels, allocator)
-    torch.cuda.synchronize(device)
+    _synchronize(device)
     started = time.perf_counter()
     output = model.generate(input_ids, audio_codes, do_sample=False, max_new_tokens=frames)
-    torch.cuda.synchronize(device)
+    _synchronize(device)
     generate_s = time.perf_counter() - started
-    peak = torch.cuda.max_memory_allocated(device) - baseline
+    peak = torch.cuda.max_memory_allocated(device) - baseline if device.type == "cuda" else float("nan")
 
     cache_tokens = math.ceil((PROMPT_TOKENS + frames) / GENERATE_CACHE_BUCKET) * GENERATE_CACHE_BUCKET
     estimate = estimate_memory(
@@ -147,32 +179,57 @@ def main() -> int:
     parser.add_argument(
         "--checkpoint", type=Path, default=None, help="where to write/reuse the random checkpoint"
     )
+    parser.add_argument("--config", default="full", choices=list(CONFIGS), help="model shapes (default: full)")
+    parser.add_argument("--layers", type=int, default=None, help="slow-AR layers (default: the config's)")
+    parser.add_argument("--device", default="cuda", help="cuda (default), or cpu for a dry run of the plumbing")
+    parser.add_argument(
+        "--time-limit", type=float, default=None, metavar="S", help="start no new scheme after S seconds"
+    )
     args = parser.parse_args()
 
-    if not torch.cuda.is_available():
+    started = time.monotonic()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
         print("No CUDA device: this check loads the full-size model on a GPU; nothing to do here.")
         return 0
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        print("bitsandbytes is not installed: pip install 'transformers-fish-s2[quant]'")
-        return 1
-    device = torch.device("cuda", torch.cuda.current_device())
-    print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    if any(scheme.startswith("bnb") for scheme in args.schemes):
+        try:
+            import bitsandbytes
+        except ImportError:
+            print("bitsandbytes is not installed: pip install 'transformers-fish-s2[quant]'")
+            return 1
+        print(f"bitsandbytes {bitsandbytes.__version__}")
+    if device.type == "cuda":
+        device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
+        print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    else:
+        print(f"device: {device} (dry run: no GPU memory figures), torch {torch.__version__}")
 
-    workdir = None if args.checkpoint else tempfile.TemporaryDirectory(prefix="s2-random-")
+    config = CONFIGS[args.config]()
+    if args.layers:
+        config.text_config.n_layer = args.layers
+    workdir = None if args.checkpoint else checkpoint_folder(config)
     checkpoint = args.checkpoint or Path(workdir.name)
-    write_random_checkpoint(checkpoint, FishS2Config(), device)
+    print(f"checkpoint folder: {checkpoint}")
+    write_random_checkpoint(checkpoint, config, device)
 
-    results = [check_scheme(checkpoint, scheme, args.frames, device) for scheme in args.schemes]
+    results = []
+    for scheme in args.schemes:
+        if args.time_limit and time.monotonic() - started > args.time_limit:
+            print(f"{scheme}: skipped (--time-limit {args.time_limit:g} s reached)")
+            continue
+        results.append(check_scheme(checkpoint, scheme, args.frames, device))
+        print(f"{scheme}: done ({time.monotonic() - started:.0f} s so far)", flush=True)
 
-    gib = 2**30
+    gib, unit = (2**30, "GiB") if args.config == "full" else (2**20, "MiB")
+    size = "full-size" if args.config == "full" else f"{args.config}-config"
+    layers = f" ({config.text_config.n_layer} slow-AR layers)" if args.layers else ""
     print(
-        f"\nfull-size S2, random weights, batch 1, {PROMPT_TOKENS}-token prompt, {args.frames} greedy frames "
-        "(codec not loaded; GiB = 2^30 bytes)"
+        f"\n{size} S2{layers}, random weights, {device.type}, batch 1, {PROMPT_TOKENS}-token prompt, "
+        f"{args.frames} greedy frames (codec not loaded; {unit}: GiB = 2^30 bytes, MiB = 2^20)"
     )
     print(
-        "| scheme | weights (estimate) | weights (measured) | allocated after load | estimate + KV cache "
+        f"| scheme | weights (estimate) {unit} | weights (measured) | allocated after load | estimate + KV cache "
         "| peak (load + generate) | frames | load s | frames/s |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -191,6 +248,8 @@ def main() -> int:
             failures.append(f"{r['scheme']}: generated {r['frames']} frames, expected {args.frames}")
     if workdir is not None:
         workdir.cleanup()
+    if len(results) < len(args.schemes):
+        failures.append(f"{len(args.schemes) - len(results)} scheme(s) skipped for time")
     for failure in failures:
         print("FAILED:", failure)
     if not failures:

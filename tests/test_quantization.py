@@ -67,22 +67,22 @@ def teacher_forced_predictions(model, prompt: torch.Tensor, frames: torch.Tensor
     token (argmax over the semantic ids and ``<|im_end|>``, the ids generation allows) ``[N]`` and, for the
     semantic frames, the fast AR's argmax for codebooks 1..9 ``[n_semantic, 9]``.
     """
-    config = model.config
+    config, device = model.config, model.device  # bitsandbytes puts the model on the GPU when there is one
     count = frames.shape[1]
-    input_ids = torch.cat([prompt[0], frames[0, :-1]])[None]
-    audio_codes = torch.cat([prompt[1:], frames[1:, :-1]], dim=1)[None]
+    input_ids = torch.cat([prompt[0], frames[0, :-1]])[None].to(device)
+    audio_codes = torch.cat([prompt[1:], frames[1:, :-1]], dim=1)[None].to(device)
     with torch.no_grad():
         output = model(input_ids, audio_codes, logits_to_keep=count)
-        allowed = torch.full((config.text_config.vocab_size,), float("-inf"))
+        allowed = torch.full((config.text_config.vocab_size,), float("-inf"), device=device)
         allowed[config.semantic_start_token_id : config.semantic_end_token_id + 1] = 0
         allowed[config.eos_token_id] = 0
-        tokens = (output.logits[0].float() + allowed).argmax(-1)
+        tokens = (output.logits[0].float() + allowed).argmax(-1).cpu()
         semantic = frames[0] != config.eos_token_id
         if not semantic.any():
             return tokens, torch.zeros(0, config.num_codebooks - 1, dtype=torch.long)
-        hidden = output.last_hidden_state[0][semantic]
-        codes = model.audio_decoder(hidden, frames[1:, semantic].T).argmax(-1)[:, 1:]
-    return tokens, codes
+        hidden = output.last_hidden_state[0][semantic.to(device)]
+        codes = model.audio_decoder(hidden, frames[1:, semantic].T.to(device)).argmax(-1)[:, 1:]
+    return tokens, codes.cpu()
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +145,12 @@ def test_an_explicit_skip_list_replaces_the_rule():
     assert type(decoder.layers[0].feed_forward.w1).__name__ == "QLinear"
     assert type(decoder.project_in).__name__ == "QLinear"
     assert type(decoder.output) is nn.Linear
-    input_ids = torch.tensor([[1, 2, 3, 420, 421]])
+    input_ids = torch.tensor([[1, 2, 3, 420, 421]], device=model.device)
     with torch.no_grad():
         output = model(input_ids)
-        logits = decoder(output.last_hidden_state[0], torch.zeros(5, 10, dtype=torch.long))
+        logits = decoder(
+            output.last_hidden_state[0], torch.zeros(5, 10, dtype=torch.long, device=model.device)
+        )
     assert torch.isfinite(logits).all()
 
     # An empty list quantizes every linear layer, the fast AR's head included.
@@ -179,7 +181,7 @@ def test_greedy_predictions_agree_with_bf16_model(quantized, base_predictions, r
 
 def test_generate_runs_on_quantized_model(quantized, recorded):
     scheme, model = quantized
-    prompt = recorded[0][f"{GENERATE_PROMPT}.prompt"]
+    prompt = recorded[0][f"{GENERATE_PROMPT}.prompt"].to(model.device)
     output = model.generate(prompt[:1], prompt[None, 1:], do_sample=False, max_new_tokens=GENERATE_FRAMES)
     length = int(output.lengths[0])
     assert output.sequences.shape == (1, model.config.num_codebooks, length)
@@ -210,7 +212,7 @@ def test_save_and_reload(quantized, tmp_path):
     assert type(reloaded.text_model.model.layers[0].attention.wo).__name__ == QUANTIZED_LINEAR[scheme]
     assert type(reloaded.audio_decoder.layers[0].attention.wo) is nn.Linear
     assert skip_modules_of(reloaded.config.quantization_config) == list(DEFAULT_SKIP_MODULES)
-    input_ids = torch.tensor([[5, 6, 7, 419, 430, 441]])
+    input_ids = torch.tensor([[5, 6, 7, 419, 430, 441]], device=model.device)
     with torch.no_grad():
         assert torch.equal(reloaded(input_ids).logits, model(input_ids).logits)
 
