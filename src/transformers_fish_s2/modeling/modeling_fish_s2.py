@@ -773,8 +773,8 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         Decoding multiplies one row per layer by each weight, which is bound by how fast the weights are read:
         MKL's single-row fp32 product reads a ``[out, in]`` weight with ``out >= in`` faster when it is laid out as
         its transpose (``W.t().contiguous().t()``), and a narrower one (a feed-forward's down projection) faster
-        row-major (one thread: ``[1536, 512]`` 173 µs column-major against 255 µs row-major, ``[512, 1536]``
-        189 µs row-major against 241 µs column-major). The decode session calls this when it is
+        row-major (one thread, cold caches: ``[1536, 512]`` 185 µs column-major against 286 µs row-major,
+        ``[512, 1536]`` 198 µs row-major against 266 µs column-major; docs/speed.md). The decode session calls this when it is
         prepared on the CPU in fp32 (off switch: ``model.cpu_weight_layout = False``), and
         ``train()`` restores row-major. Shapes, values, parameter objects and state-dict keys stay the same, no
         memory is added (one weight is copied at a time), and ``state_dict``/``save_pretrained`` give ordinary
