@@ -105,3 +105,37 @@ def test_bf16_weights_keep_their_layout():
     model = FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.bfloat16).eval()
     model.generate(*prompt(CASE), max_new_tokens=2, do_sample=False)
     assert all(weight.is_contiguous() for weight in linear_weights(model).values())
+
+
+@torch.no_grad()
+def test_layer_step_shortcut_gives_the_module_path_bits_and_respects_hooks(monkeypatch):
+    """Eager inference runs the decoder layers through ``FishS2DecoderLayer.step`` (no module calls): the same
+    logits bit for bit as the module calls, for the fast AR and the slow AR; a hook sends it back to them."""
+    from transformers_fish_s2.modeling import modeling_fish_s2
+
+    model = load()
+    fast = model.audio_decoder
+    cache = fast.make_fast_cache(1)
+    first, next_input = torch.randn(1, 2, fast.config.dim), torch.randn(1, 1, fast.config.dim)
+    assert fast.can_step(cache)
+    for inputs, position in ((first, 0), (next_input, 2)):
+        shortcut = fast.decode_step(inputs, position, cache, shortcut=True)
+        modules = fast.decode_step(inputs, position, cache, shortcut=False)
+        assert torch.equal(shortcut, modules), position
+
+    input_ids, audio_codes = prompt(CASE)
+    slow_logits = {}
+    for plain in (True, False):
+        if not plain:
+            monkeypatch.setattr(modeling_fish_s2, "plain_decoder_layers", lambda layers: False)
+        slow_logits[plain] = model(input_ids=input_ids, audio_codes=audio_codes).logits
+    assert torch.equal(slow_logits[True], slow_logits[False])
+    monkeypatch.undo()
+
+    calls = []
+    handle = fast.layers[0].feed_forward.w2.register_forward_hook(lambda *args: calls.append(1))
+    assert not fast.can_step(cache)
+    fast.decode_step(next_input, 2, cache)
+    assert calls  # the hook ran: the module path was taken
+    handle.remove()
+    assert fast.can_step(cache)

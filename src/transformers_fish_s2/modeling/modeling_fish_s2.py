@@ -314,18 +314,24 @@ _STEP_PARTS = {
 
 
 def _hookless(module: nn.Module) -> bool:
-    return not (module._forward_hooks or module._forward_pre_hooks)
+    return not (
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+    )
 
 
 def plain_decoder_layers(layers: nn.ModuleList) -> bool:
     """Whether :meth:`FishS2DecoderLayer.step` may stand in for these layers' module calls: every part is
-    exactly the package's own module (no quantized or LoRA linear, no subclass) with no forward hook, and no
-    global module hook is set. Anything else runs the ordinary module calls. (Reads ``_modules`` directly: this
+    exactly the package's own module (no quantized or LoRA linear, no subclass) with no forward or backward
+    hook, and no global module hook is set. Anything else runs the ordinary module calls. (Reads ``_modules`` directly: this
     runs once per decode step and ``nn.Module.__getattr__`` would make it cost as much as a small op per part.)"""
     if (
         nn.modules.module._global_forward_hooks
         or nn.modules.module._global_forward_pre_hooks
-        or nn.modules.module._global_forward_hooks_always_called
+        or nn.modules.module._global_backward_hooks
+        or nn.modules.module._global_backward_pre_hooks
     ):
         return False
     for layer in layers._modules.values():
