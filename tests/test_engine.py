@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from conftest import EXPECTED
+from conftest import EXPECTED, TINY
 from safetensors.torch import load_file
 
 from transformers_fish_s2 import generate_long
@@ -483,3 +483,26 @@ def test_500_mixed_requests_with_flat_memory(model, processor):
     )
     assert rss - baseline[0] < 32 * 2**20, f"RSS grew by {(rss - baseline[0]) / 2**20:.1f} MiB"
     assert tensors - baseline[1] <= 4, f"{tensors - baseline[1]} more live tensors"
+
+
+def test_compiled_engine_equals_solo_generate(processor):
+    """The compiled engine step (aot_eager: the graph inductor would compile, without minutes of kernel
+    generation on CI's cores) gives every request the codes of a solo eager generate(), greedy and sampled,
+    while the batch changes as requests finish and join."""
+    from torch._dynamo.utils import counters
+    from transformers.generation.configuration_utils import CompileConfig
+
+    from transformers_fish_s2 import FishS2ForConditionalGeneration
+
+    model = FishS2ForConditionalGeneration.from_pretrained(TINY, dtype=torch.float32).eval()
+    model.generation_config.compile_config = CompileConfig(backend="aot_eager", mode=None)
+    torch._dynamo.reset()
+    counters.clear()
+    requests = mixed_requests(5, seed0=40)
+    expected = [solo_codes(model, processor, req) for req in requests]
+    assert sum(codes.shape[1] for codes in expected) >= 10  # the comparison covers real frames
+    with FishS2Engine(model, processor, max_batch_size=2, compile=True) as engine:
+        results = [handle.result(timeout=300) for handle in [engine.submit(req) for req in requests]]
+    assert 1 <= counters["stats"]["unique_graphs"] <= 2  # compiled, and not once per attended length
+    for req, result, codes in zip(requests, results, expected):
+        assert torch.equal(result.codes, codes), req

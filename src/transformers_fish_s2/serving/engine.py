@@ -141,6 +141,11 @@ class FishS2Engine:
             )
         if not isinstance(compile, bool):
             raise ValueError(f"compile must be True or False, got {compile!r}")
+        if compile and model.device.type == "cpu":
+            logger.warning(
+                "FishS2Engine(compile=True) on a CPU: the compiled engine step was measured slower than the eager "
+                "one there (docs/engine.md); compile pays off on a GPU"
+            )
         self.model = model
         self.processor = processor
         self.max_batch_size = max_batch_size
