@@ -51,7 +51,8 @@ def main() -> None:
     @torch.no_grad()
     def slow_step():
         frame = session.frame
-        mask = ((session.slot_index <= session.slot) & session.key_mask)[:, None, None]  # as decode_frame
+        # the 4-D step mask, as decode_frame makes it
+        mask = ((session.slot_index <= session.slot) & session.attention_mask)[:, None, None]
         model(
             inputs_embeds=model.embed_inputs(frame[:, :1], frame[:, 1:, None]),
             attention_mask=mask, position_ids=session.position_ids,

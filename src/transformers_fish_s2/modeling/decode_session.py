@@ -73,10 +73,9 @@ class FishS2DecodeSession:
         while ...: session.draw_noise(); step()
 
     Buffers (all ``[B, ...]`` and static while the shapes stay): ``slow_cache`` / ``fast_cache`` (KV caches),
-    ``attention_mask`` ``[B, cache_length]`` (1 = prompt or generated slot, 0 = left padding) and ``key_mask`` (the
-    same as bools), ``slot_index`` (``0 … cache_length-1``), ``slot`` (0-d
-    cache slot of the next slow-AR input), ``position_ids`` ``[B, 1]``, ``frame`` ``[B, 1 + num_codebooks]``
-    (the last frame), ``recent`` ``[B, window]`` (semantic tokens of the last decode frames), ``frame_index``
+    ``attention_mask`` ``[B, cache_length]`` (bool: True = prompt or generated slot, False = left padding),
+    ``slot_index`` (``0 … cache_length-1``), ``slot`` (0-d cache slot of the next slow-AR input),
+    ``position_ids`` ``[B, 1]``, ``frame`` ``[B, 1 + num_codebooks]`` (the last frame), ``recent`` ``[B, window]`` (semantic tokens of the last decode frames), ``frame_index``
     (0-d, frames made so far), ``lengths`` ``[B]`` (frames kept per row), ``finished`` ``[B]``, ``sequences``
     ``[B, num_codebooks, cache_length]`` (frame ``f`` in column ``f``), ``noise`` ``[B, noise_layout.width]``
     (only when sampling) and ``sampler`` (per-row sampling parameters).
@@ -133,8 +132,7 @@ class FishS2DecodeSession:
         def buffer(*shape: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
             return torch.zeros(shape, dtype=dtype, device=device)
 
-        self.attention_mask = buffer(batch_size, cache_length)
-        self.key_mask = buffer(batch_size, cache_length, dtype=torch.bool)
+        self.attention_mask = buffer(batch_size, cache_length, dtype=torch.bool)
         self.slot_index = torch.arange(cache_length, device=device)
         self.slot = buffer(1)
         self.position_ids = buffer(batch_size, 1)
@@ -147,7 +145,7 @@ class FishS2DecodeSession:
         self.noise = buffer(batch_size, self.noise_layout.width, dtype=dtype) if sampler.do_sample else None
         self.sampler = sampler.with_rows(batch_size)
         for tensor in (
-            self.attention_mask, self.key_mask, self.slot_index, self.slot, self.position_ids, self.frame, self.recent, self.frame_index,
+            self.attention_mask, self.slot_index, self.slot, self.position_ids, self.frame, self.recent, self.frame_index,
             self.lengths, self.finished, self.sequences, self.noise, *self.sampler.tensors(),
         ):  # fmt: skip
             if tensor is not None:
@@ -164,7 +162,7 @@ class FishS2DecodeSession:
         """Free every buffer (the KV caches above all); the compiled steps are kept for the next shapes."""
         self.key = None
         self.slow_cache = self.fast_cache = self.sampler = self.noise = None
-        self.attention_mask = self.key_mask = self.slot_index = None
+        self.attention_mask = self.slot_index = None
         self.slot = self.position_ids = self.frame = self.recent = None
         self.frame_index = self.lengths = self.finished = self.sequences = None
         self._host_noise = None
@@ -172,9 +170,8 @@ class FishS2DecodeSession:
     def start(self, attention_mask: torch.Tensor, sampler: FishS2Sampler) -> None:
         """Begin a new batch: the prompt padding mask ``[B, T]`` and the sampling parameters to copy in."""
         length = attention_mask.shape[1]
-        self.attention_mask.fill_(1)
+        self.attention_mask.fill_(True)
         self.attention_mask[:, :length].copy_(attention_mask)
-        self.key_mask.copy_(self.attention_mask)
         self.slot.fill_(length)
         self.position_ids.copy_(attention_mask.sum(-1, keepdim=True))
         for tensor in (self.frame, self.recent, self.frame_index, self.lengths, self.finished):
@@ -220,7 +217,7 @@ class FishS2DecodeSession:
         model, frame = self.model, self.frame
         # The step's 4-D mask [B, 1, 1, cache_length]: a prompt or generated slot up to this one (what
         # create_causal_mask makes of the 2-D mask, in two ops instead of some forty).
-        mask = ((self.slot_index <= self.slot) & self.key_mask)[:, None, None]
+        mask = ((self.slot_index <= self.slot) & self.attention_mask)[:, None, None]
         output = model(
             inputs_embeds=model.embed_inputs(frame[:, :1], frame[:, 1:, None]),
             attention_mask=mask,

@@ -325,8 +325,9 @@ def _hookless(module: nn.Module) -> bool:
 def plain_decoder_layers(layers: nn.ModuleList) -> bool:
     """Whether :meth:`FishS2DecoderLayer.step` may stand in for these layers' module calls: every part is
     exactly the package's own module (no quantized or LoRA linear, no subclass) with no forward or backward
-    hook, and no global module hook is set. Anything else runs the ordinary module calls. (Reads ``_modules`` directly: this
-    runs once per decode step and ``nn.Module.__getattr__`` would make it cost as much as a small op per part.)"""
+    hook, and no global module hook is set. Anything else runs the ordinary module calls. (Reads ``_modules``
+    directly: this runs once per decode step and ``nn.Module.__getattr__`` would make it cost as much as a small
+    op per part.)"""
     if (
         nn.modules.module._global_forward_hooks
         or nn.modules.module._global_forward_pre_hooks
@@ -780,8 +781,8 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         MKL's single-row fp32 product reads a ``[out, in]`` weight with ``out >= in`` faster when it is laid out as
         its transpose (``W.t().contiguous().t()``), and a narrower one (a feed-forward's down projection) faster
         row-major (one thread, cold caches: ``[1536, 512]`` 185 µs column-major against 286 µs row-major,
-        ``[512, 1536]`` 198 µs row-major against 266 µs column-major; docs/speed.md). The decode session calls this when it is
-        prepared on the CPU in fp32 (off switch: ``model.cpu_weight_layout = False``), and
+        ``[512, 1536]`` 198 µs row-major against 266 µs column-major; docs/speed.md). The decode session calls
+        this when it is prepared on the CPU in fp32 (off switch: ``model.cpu_weight_layout = False``), and
         ``train()`` restores row-major. Shapes, values, parameter objects and state-dict keys stay the same, no
         memory is added (one weight is copied at a time), and ``state_dict``/``save_pretrained`` give ordinary
         row-major tensors. bf16 weights, quantized linears, embeddings and the tied output head are left as they
