@@ -7,12 +7,15 @@ imported torch, peft or the engine eagerly would make the help wait seconds for 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
 
 def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package``: name -> relative module (``".runner"``) it is defined in."""
+    """``(__getattr__, __dir__)`` for ``package``: name -> relative module (``".runner"``) it is defined in.
+
+    ``__dir__`` lists the names the package already holds and the lazy ones, public before their first use."""
 
     def __getattr__(name: str) -> Any:
         if name not in exports:
@@ -20,6 +23,6 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
         return getattr(importlib.import_module(exports[name], package), name)
 
     def __dir__() -> list[str]:
-        return sorted(exports)
+        return sorted({*vars(sys.modules[package]), *exports})
 
     return __getattr__, __dir__

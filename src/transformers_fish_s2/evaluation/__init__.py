@@ -18,7 +18,7 @@ _EXPORTS = {
     **dict.fromkeys(("SpeakerEmbedder", "SpeakerSimilarity", "speaker_similarity"), ".speaker"),
 }
 # `fish-s2 eval --help` imports .cli through this package: the torch-importing modules load on first use.
-__getattr__, _lazy_dir = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 METRICS = ("seed_tts_wer", "speaker_similarity")
 
@@ -49,7 +49,3 @@ __all__ = [
     "utterance_errors",
 ]
 
-
-def __dir__() -> list[str]:
-    """The eager names and the lazy ones, which are public before their first use too."""
-    return sorted({*globals(), *_lazy_dir()})
