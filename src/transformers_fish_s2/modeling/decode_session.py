@@ -154,9 +154,10 @@ class FishS2DecodeSession:
 
     def use_cpu_weight_layout(self, device: torch.device, dtype: torch.dtype) -> None:
         """Decoding in fp32 on the CPU reads column-major weights faster: lay them out so (once), unless the
-        model's ``cpu_weight_layout`` is off. ``train()`` undoes it; the state dict never shows it."""
-        if self.model.cpu_weight_layout and torch.device(device).type == "cpu" and dtype == torch.float32:
-            self.model.optimize_for_cpu_decoding()
+        model's ``cpu_weight_layout`` is off; anywhere else make sure they are not (a model moved or cast since
+        keeps no stale fused gate/up weight). ``train()`` undoes it; the state dict never shows it."""
+        cpu_fp32 = torch.device(device).type == "cpu" and dtype == torch.float32
+        self.model.optimize_for_cpu_decoding(enable=cpu_fp32 and self.model.cpu_weight_layout)
 
     def release(self) -> None:
         """Free every buffer (the KV caches above all); the compiled steps are kept for the next shapes."""
@@ -275,7 +276,10 @@ class FishS2DecodeSession:
         """:meth:`decode_frame`, eager or compiled (cached per compile settings, so later batches reuse it).
 
         ``fullgraph`` is always on: a graph break inside the step is a bug. Without a ``compile_config`` the
-        backend is inductor, with CUDA graphs (``mode="reduce-overhead"``) on CUDA.
+        backend is inductor, with CUDA graphs (``mode="reduce-overhead"``) on CUDA and inductor's C++ wrapper
+        on other devices: a frame is ~230 matrix products and ~200 fused kernels, and calling them from the
+        generated Python wrapper cost ~7 ms of a ~50 ms CPU frame (the C++ wrapper: ~10% faster frames for
+        ~25 s more of a first compile; docs/speed.md).
         """
         if not compile:
             return self.decode_frame
@@ -286,8 +290,10 @@ class FishS2DecodeSession:
                 "compile); generate with compile=False"
             )
         if compile_config is None:
-            cuda = self.model.device.type == "cuda"
-            backend, mode, options = "inductor", ("reduce-overhead" if cuda else None), None
+            if self.model.device.type == "cuda":
+                backend, mode, options = "inductor", "reduce-overhead", None
+            else:
+                backend, mode, options = "inductor", None, {"cpp_wrapper": True}
         else:
             backend, mode, options = compile_config.backend, compile_config.mode, compile_config.options
         key = (backend, mode, repr(options))
