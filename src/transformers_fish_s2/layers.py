@@ -108,112 +108,14 @@ def apply_interleaved_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     return rotated if fp32 else rotated.type_as(x)
 
 
-def hookless(module: nn.Module) -> bool:
-    """No forward or backward hook on ``module`` (hooks set for all modules: :func:`global_module_hooks`)."""
-    return not (
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or module._backward_hooks
-        or module._backward_pre_hooks
-    )
-
-
-def global_module_hooks() -> bool:
-    """Whether a forward or backward hook is registered for all modules."""
-    return bool(
-        nn.modules.module._global_forward_hooks
-        or nn.modules.module._global_forward_pre_hooks
-        or nn.modules.module._global_backward_hooks
-        or nn.modules.module._global_backward_pre_hooks
-    )
-
-
 class FishS2FeedForward(nn.Module):
-    """SwiGLU feed-forward ``w2(silu(w1 x) * w3 x)`` (w1 = gate, w3 = up, w2 = down; no biases).
-
-    For CPU decoding, :meth:`fuse_gate_up` stores the gate and up weights side by side in one buffer, so both
-    projections are one matrix product (one read of the input, one call: ~13% less time for the pair than
-    two products). The parameters stay two ordinary ``[intermediate, dim]`` weights (views into the buffer);
-    the product of the pair gives each output the same bits as its own product. ``gate_up`` holds the buffer as
-    one ``[2 * intermediate, dim]`` column-major weight while the layout is on, else None.
-    """
+    """SwiGLU feed-forward ``w2(silu(w1 x) * w3 x)`` (w1 = gate, w3 = up, w2 = down; no biases)."""
 
     def __init__(self, dim: int, intermediate_size: int):
         super().__init__()
         self.w1 = nn.Linear(dim, intermediate_size, bias=False)
         self.w3 = nn.Linear(dim, intermediate_size, bias=False)
         self.w2 = nn.Linear(intermediate_size, dim, bias=False)
-        self.gate_up: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_up = self.fused_gate_up()
-        if gate_up is None:
-            return self.w2(F.silu(self.w1(x)) * self.w3(x))
-        gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
-        return self.w2(F.silu(gate) * up)
-
-    def fused_gate_up(self) -> torch.Tensor | None:
-        """The fused gate/up weight when it may stand in for calling w1 and w3: inference without gradients,
-        both plain hookless ``nn.Linear``, and (eager) their weights still the two halves of the buffer. Under
-        ``torch.compile`` the last check cannot be traced; the decode session re-checks the layout before every
-        decode (:meth:`fuse_gate_up` or :meth:`split_gate_up`), and nothing changes the weights during one."""
-        gate_up = self.gate_up
-        if gate_up is None or torch.is_grad_enabled():
-            return None
-        parts = self._modules
-        w1, w3 = parts["w1"], parts["w3"]
-        if not (type(w1) is nn.Linear and type(w3) is nn.Linear and hookless(w1) and hookless(w3)):
-            return None
-        if global_module_hooks():
-            return None
-        if "forward" in w1.__dict__ or "forward" in w3.__dict__:  # accelerate's hooks replace forward
-            return None
-        if torch.compiler.is_compiling() or self._holds(gate_up):
-            return gate_up
-        return None
-
-    def _holds(self, gate_up: torch.Tensor) -> bool:
-        """Whether w1's and w3's weights are still the two halves of ``gate_up`` (not replaced, moved or cast)."""
-        gate, up = self.w1._parameters["weight"], self.w3._parameters["weight"]
-        start, half = gate_up.data_ptr(), gate.shape[0] * gate_up.element_size()
-        return gate.data_ptr() == start and up.data_ptr() == start + half and gate.dtype == gate_up.dtype
-
-    def fuse_gate_up(self) -> None:
-        """Store w1's and w3's fp32 CPU weights column-major side by side in one buffer (kept as ``gate_up``)
-        and make the parameters views of its halves; a no-op when they already are, and :meth:`split_gate_up`
-        for anything else (bias, another dtype, device or module type)."""
-        w1, w3 = self.w1, self.w3
-        gate = w1.weight if type(w1) is nn.Linear else None
-        up = w3.weight if type(w3) is nn.Linear else None
-        if (
-            type(gate) is not nn.Parameter
-            or type(up) is not nn.Parameter
-            or w1.bias is not None
-            or w3.bias is not None
-            or gate.dtype != torch.float32
-            or up.dtype != torch.float32
-            or gate.device.type != "cpu"
-            or up.device.type != "cpu"
-            or gate.shape != up.shape
-        ):
-            self.split_gate_up()
-            return
-        if self.gate_up is not None and self._holds(self.gate_up):
-            return
-        out_features, in_features = gate.shape
-        buffer = torch.empty(in_features, 2 * out_features, dtype=gate.dtype)
-        with torch.no_grad():
-            buffer[:, :out_features].copy_(gate.t())
-            buffer[:, out_features:].copy_(up.t())
-        gate.data, up.data = buffer[:, :out_features].t(), buffer[:, out_features:].t()
-        self.gate_up = buffer.t()
-
-    def split_gate_up(self) -> None:
-        """Undo :meth:`fuse_gate_up`: each weight in its own row-major tensor again, no ``gate_up``."""
-        if self.gate_up is None:
-            return
-        for linear in (self.w1, self.w3):
-            weight = getattr(linear, "weight", None)
-            if isinstance(weight, torch.Tensor) and not weight.is_contiguous():
-                weight.data = weight.data.contiguous()
-        self.gate_up = None
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))

@@ -154,8 +154,8 @@ class FishS2DecodeSession:
 
     def use_cpu_weight_layout(self, device: torch.device, dtype: torch.dtype) -> None:
         """Decoding in fp32 on the CPU reads column-major weights faster: lay them out so (once), unless the
-        model's ``cpu_weight_layout`` is off; anywhere else make sure they are not (a model moved or cast since
-        keeps no stale fused gate/up weight). ``train()`` undoes it; the state dict never shows it."""
+        model's ``cpu_weight_layout`` is off; otherwise put them back row-major (a model cast to bf16 after its
+        fp32 layout was made would read them ~3x slower). ``train()`` undoes it; the state dict never shows it."""
         cpu_fp32 = torch.device(device).type == "cpu" and dtype == torch.float32
         self.model.optimize_for_cpu_decoding(enable=cpu_fp32 and self.model.cpu_weight_layout)
 

@@ -46,8 +46,6 @@ from ..layers import (
     FishS2RMSNorm,
     apply_interleaved_rope,
     fish_rms_norm,
-    global_module_hooks,
-    hookless,
     rope_cos_sin,
     rope_inverse_frequencies,
     rotation_tables,
@@ -291,13 +289,7 @@ class FishS2DecoderLayer(GradientCheckpointingLayer):
         )
         hidden_states = hidden_states + _linear(output.reshape(batch, length, -1), attention_parts["wo"])
         normed = _rms_norm(parts["ffn_norm"], hidden_states)
-        gate_up = feed_forward.fused_gate_up()
-        if gate_up is None:
-            gate, up = _linear(normed, feed_forward_parts["w1"]), _linear(normed, feed_forward_parts["w3"])
-            gated = F.silu(gate) * up
-        else:
-            gate, up = F.linear(normed, gate_up).chunk(2, dim=-1)
-            gated = F.silu(gate) * up
+        gated = F.silu(_linear(normed, feed_forward_parts["w1"])) * _linear(normed, feed_forward_parts["w3"])
         return hidden_states + _linear(gated, feed_forward_parts["w2"])
 
 
@@ -321,26 +313,40 @@ _STEP_PARTS = {
 }
 
 
+def _hookless(module: nn.Module) -> bool:
+    return not (
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+    )
+
+
 def plain_decoder_layers(layers: nn.ModuleList) -> bool:
     """Whether :meth:`FishS2DecoderLayer.step` may stand in for these layers' module calls: every part is
     exactly the package's own module (no quantized or LoRA linear, no subclass) with no forward or backward
     hook, and no global module hook is set. Anything else runs the ordinary module calls. (Reads ``_modules``
     directly: this runs once per decode step and ``nn.Module.__getattr__`` would make it cost as much as a small
     op per part.)"""
-    if global_module_hooks():
+    if (
+        nn.modules.module._global_forward_hooks
+        or nn.modules.module._global_forward_pre_hooks
+        or nn.modules.module._global_backward_hooks
+        or nn.modules.module._global_backward_pre_hooks
+    ):
         return False
     for layer in layers._modules.values():
-        if type(layer) is not FishS2DecoderLayer or not hookless(layer):
+        if type(layer) is not FishS2DecoderLayer or not _hookless(layer):
             return False
         for name, (kind, children) in _STEP_PARTS.items():
             part = layer._modules[name]
-            if type(part) is not kind or not hookless(part):
+            if type(part) is not kind or not _hookless(part):
                 return False
             for child_name, child_kind in children.items():
                 child = part._modules.get(child_name)  # q_norm/k_norm may be None (plain attributes then)
                 if child is None and child_name in ("q_norm", "k_norm"):
                     continue
-                if type(child) is not child_kind or not hookless(child):
+                if type(child) is not child_kind or not _hookless(child):
                     return False
     return True
 
@@ -710,10 +716,10 @@ def _is_column_major(weight: torch.Tensor) -> bool:
 
 
 def _row_major_state_dict(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    """State-dict hook: a weight laid out for CPU decoding (column-major, or half of a fused gate/up buffer) is
-    returned as an ordinary row-major copy (``keep_vars=True`` still returns the parameters themselves)."""
+    """State-dict hook: a weight kept column-major for CPU decoding is returned as an ordinary row-major copy
+    (``keep_vars=True`` still returns the parameters themselves)."""
     for key, value in state_dict.items():
-        if type(value) is torch.Tensor and not value.is_contiguous():
+        if type(value) is torch.Tensor and _is_column_major(value):
             state_dict[key] = value.contiguous()
 
 
@@ -778,18 +784,12 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         ``[512, 1536]`` 198 µs row-major against 266 µs column-major; docs/speed.md). The decode session calls
         this when it is prepared on the CPU in fp32 (off switch: ``model.cpu_weight_layout = False``), and
         ``train()`` restores row-major. Shapes, values, parameter objects and state-dict keys stay the same, no
-        memory is added (one weight or gate/up pair is copied at a time), and ``state_dict``/``save_pretrained``
-        give ordinary row-major tensors. bf16 weights, quantized linears, embeddings and the tied output head are left as they
-        are (bf16 products are not faster in this layout). Numerically the product may round differently in the
-        last bit; a GPU gains nothing from it. Each feed-forward's gate and up weights (w1, w3) are also stored
-        side by side in one buffer, so decoding multiplies by both in one product
-        (:meth:`~transformers_fish_s2.layers.FishS2FeedForward.fuse_gate_up`; same bits as two).
+        memory is added (one weight is copied at a time), and ``state_dict``/``save_pretrained`` give ordinary
+        row-major tensors. bf16 weights, quantized linears, embeddings and the tied output head are left as they
+        are (bf16 products are not faster in this layout; ``enable=False`` restores any dtype, e.g. a model cast
+        to bf16 after its fp32 layout was made). Numerically the product may round differently in the last bit;
+        a GPU gains nothing from it.
         """
-        for module in self.modules():
-            if type(module) is FishS2FeedForward and enable:
-                module.fuse_gate_up()
-            elif type(module) is FishS2FeedForward:
-                module.split_gate_up()
         for module in self.modules():
             weight = module.weight if type(module) is nn.Linear else None
             if type(weight) is not nn.Parameter or weight.dim() != 2:
