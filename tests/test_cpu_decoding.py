@@ -1,6 +1,6 @@
-"""The CPU weight layout (column-major fp32 linear weights): applied by the decode session on its own, a layout
-change only (same parameters, keys, values, saved files, and the authors' greedy and seeded sampled codes),
-never seen by ``state_dict``, ``save_pretrained`` or training."""
+"""The CPU weight layout (column-major wide fp32 linear weights, all of them in huge-page buffers): applied by
+the decode session on its own, a layout change only (same parameters, keys, values, saved files, and the
+authors' greedy and seeded sampled codes), never seen by ``state_dict``, ``save_pretrained`` or training."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from conftest import TINY, expected_tensors
 from torch import nn
 
-from transformers_fish_s2.modeling import FishS2ForConditionalGeneration
+from transformers_fish_s2.modeling import FishS2ForConditionalGeneration, cpu_layout
 
 CASE = "case2_clone.batch0"
 
@@ -55,6 +55,14 @@ def test_generate_on_cpu_lays_linear_weights_out_column_major(models):
     for name, weight in weights.items():
         assert is_column_major(weight) if wide(weight) else weight.is_contiguous(), name
     assert all(weight.is_contiguous() for weight in linear_weights(plain).values())
+    # every linear and embedding weight sits in a 2 MiB-aligned shared buffer (huge pages), none in plain's
+    in_buffers = cpu_layout.decode_weights(optimized)
+    assert {id(w) for w in weights.values()} <= {id(w) for w in in_buffers}
+    assert all(cpu_layout.is_shared(weight) for weight in in_buffers)
+    buffers = {weight.untyped_storage().data_ptr() for weight in in_buffers}
+    starts = [min(w.data_ptr() for w in in_buffers if w.untyped_storage().data_ptr() == b) for b in buffers]
+    assert all(start % (2 << 20) == 0 for start in starts)
+    assert not any(cpu_layout.is_shared(weight) for weight in cpu_layout.decode_weights(plain))
     assert optimized.get_input_embeddings().weight.is_contiguous()  # lookups keep their row-major table
 
 
@@ -65,6 +73,7 @@ def test_state_dict_shows_ordinary_tensors_with_the_same_values(models):
     assert state.keys() == reference.keys()
     for key, value in reference.items():
         assert state[key].is_contiguous() and torch.equal(state[key], value), key
+        assert not cpu_layout.is_shared(state[key]), key  # safetensors refuses tensors sharing a buffer
     kept = optimized.state_dict(keep_vars=True)
     assert all(kept[f"{name}.weight"] is weight for name, weight in linear_weights(optimized).items())
 
@@ -96,6 +105,7 @@ def test_training_mode_restores_row_major_and_generate_lays_out_again():
     model.train()
     for name, weight in linear_weights(model).items():
         assert weight.is_contiguous() and torch.equal(weight, before[name]), name
+    assert not any(cpu_layout.is_shared(weight) for weight in cpu_layout.decode_weights(model))
     model.eval()
     model.generate(*prompt(CASE), max_new_tokens=2, do_sample=False)
     assert all(is_column_major(weight) for weight in linear_weights(model).values() if wide(weight))

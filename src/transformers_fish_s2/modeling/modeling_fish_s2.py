@@ -52,6 +52,7 @@ from ..layers import (
 )
 from ..validation import HUB_KWARGS, audio_codes_or_zeros, dtype_itemsize
 from .configuration_fish_s2 import FishS2Config, FishS2FastTransformerConfig, FishS2TextConfig
+from .cpu_layout import is_column_major, is_shared, lay_out_for_cpu_decoding, restore_row_major
 from .generation_fish_s2 import FishS2GenerationMixin
 from .quantization_defaults import with_default_skip_modules
 from .sampling import semantic_token_mask
@@ -711,16 +712,12 @@ class FishS2FastTransformer(FishS2PreTrainedModel):
         return self.norm(hidden_states)
 
 
-def _is_column_major(weight: torch.Tensor) -> bool:
-    return not weight.is_contiguous() and weight.t().is_contiguous()
-
-
 def _row_major_state_dict(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    """State-dict hook: a weight kept column-major for CPU decoding is returned as an ordinary row-major copy
-    (``keep_vars=True`` still returns the parameters themselves)."""
+    """State-dict hook: a weight laid out for CPU decoding (column-major, in a shared buffer) is returned as an
+    ordinary row-major tensor of its own (``keep_vars=True`` still returns the parameters themselves)."""
     for key, value in state_dict.items():
-        if type(value) is torch.Tensor and _is_column_major(value):
-            state_dict[key] = value.contiguous()
+        if type(value) is torch.Tensor and (is_column_major(value) or is_shared(value)):
+            state_dict[key] = value.clone(memory_format=torch.contiguous_format)
 
 
 class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixin):
@@ -774,36 +771,26 @@ class FishS2ForConditionalGeneration(FishS2PreTrainedModel, FishS2GenerationMixi
         )
 
     def optimize_for_cpu_decoding(self, enable: bool = True) -> FishS2ForConditionalGeneration:
-        """Store the plain fp32 ``nn.Linear`` weights that are at least as wide as they are deep
-        (``out_features >= in_features``) column-major (``enable=False``: all row-major again); returns ``self``.
+        """Give the fp32 CPU weights the layout a CPU decodes fastest from (``enable=False``: every weight in its
+        own row-major tensor again); returns ``self``.
 
         Decoding multiplies one row per layer by each weight, which is bound by how fast the weights are read:
-        MKL's single-row fp32 product reads a ``[out, in]`` weight with ``out >= in`` faster when it is laid out as
-        its transpose (``W.t().contiguous().t()``), and a narrower one (a feed-forward's down projection) faster
-        row-major (one thread, cold caches: ``[1536, 512]`` 185 µs column-major against 286 µs row-major,
-        ``[512, 1536]`` 198 µs row-major against 266 µs column-major; docs/speed.md). The decode session calls
+        the plain ``nn.Linear`` weights at least as wide as they are deep are stored column-major (MKL's one-row
+        fp32 product reads them faster so; one thread, cold caches: ``[1536, 512]`` 185 µs column-major against
+        286 µs row-major, ``[512, 1536]`` 198 µs row-major against 266 µs column-major), and all linear and
+        embedding weights are moved into a few 2 MiB-aligned buffers advised as transparent huge pages (fewer
+        TLB misses; :mod:`~transformers_fish_s2.modeling.cpu_layout`, docs/speed.md). The decode session calls
         this when it is prepared on the CPU in fp32 (off switch: ``model.cpu_weight_layout = False``), and
-        ``train()`` restores row-major. Shapes, values, parameter objects and state-dict keys stay the same, no
-        memory is added (one weight is copied at a time), and ``state_dict``/``save_pretrained`` give ordinary
-        row-major tensors. bf16 weights, quantized linears, embeddings and the tied output head are left as they
-        are (bf16 products are not faster in this layout; ``enable=False`` restores any dtype, e.g. a model cast
-        to bf16 after its fp32 layout was made). Numerically the product may round differently in the last bit;
-        a GPU gains nothing from it.
+        ``train()`` restores row-major. Shapes, values, parameter objects and state-dict keys stay the same, at
+        most 64 MiB is added while weights move, and ``state_dict``/``save_pretrained`` give ordinary row-major
+        tensors. bf16 weights, quantized and LoRA linears are left as they are (bf16 products are not faster in
+        this layout; ``enable=False`` restores any dtype, e.g. a model cast to bf16 after its fp32 layout was
+        made). Numerically the product may round differently in the last bit; a GPU gains nothing from it.
         """
-        for module in self.modules():
-            weight = module.weight if type(module) is nn.Linear else None
-            if type(weight) is not nn.Parameter or weight.dim() != 2:
-                continue
-            if not enable:  # whatever the dtype: a model cast after its layout was made
-                if _is_column_major(weight):
-                    weight.data = weight.data.contiguous()
-            elif (
-                weight.dtype == torch.float32
-                and weight.is_contiguous()
-                and not weight.t().is_contiguous()
-                and weight.shape[0] >= weight.shape[1]
-            ):
-                weight.data = weight.data.t().contiguous().t()
+        if enable:
+            lay_out_for_cpu_decoding(self)
+        else:
+            restore_row_major(self)
         return self
 
     def train(self, mode: bool = True) -> FishS2ForConditionalGeneration:
