@@ -40,15 +40,22 @@ def test_a_signal_mid_stream_ends_cleanly_and_leaves_nothing(tmp_path, signum, s
     output = tmp_path / "out.wav"
     command = [sys.executable, "-m", "transformers_fish_s2.cli", "speak", TEXT, "-o", str(output), "--stream",
                "--model", str(TINY), "--device", "cpu", "--dtype", "float32", "--greedy", "--max-new-tokens", "400"]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=tmp_path, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
-    try:
-        wait_for_first_chunk(process, tmp_path)
-        process.send_signal(signum)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
+    for _attempt in range(3):
+        process = subprocess.Popen(
+            command, cwd=tmp_path, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
+        try:
+            wait_for_first_chunk(process, tmp_path)
+            process.send_signal(signum)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        if process.returncode != 0:
+            break
+        # The tiny model speaks this text in ~1.5 s: on a loaded machine the run may finish before the signal
+        # lands. Then it must have finished cleanly; try again.
+        assert output.exists() and partial_files(tmp_path) == [], stderr[-2000:]
+        output.unlink()
     assert process.returncode == status, stderr[-2000:]
     assert "terminate called" not in stderr and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == ("fish-s2: interrupted" if status == 130 else "fish-s2: terminated")
