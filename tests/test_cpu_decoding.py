@@ -56,13 +56,13 @@ def test_generate_on_cpu_lays_linear_weights_out_column_major(models):
         assert is_column_major(weight) if wide(weight) else weight.is_contiguous(), name
     assert all(weight.is_contiguous() for weight in linear_weights(plain).values())
     # every linear and embedding weight sits in a 2 MiB-aligned shared buffer (huge pages), none in plain's
-    in_buffers = cpu_layout.decode_weights(optimized)
+    in_buffers = [weight for weight, _ in cpu_layout.decode_weights(optimized)]
     assert {id(w) for w in weights.values()} <= {id(w) for w in in_buffers}
     assert all(cpu_layout.is_shared(weight) for weight in in_buffers)
     buffers = {weight.untyped_storage().data_ptr() for weight in in_buffers}
     starts = [min(w.data_ptr() for w in in_buffers if w.untyped_storage().data_ptr() == b) for b in buffers]
     assert all(start % (2 << 20) == 0 for start in starts)
-    assert not any(cpu_layout.is_shared(weight) for weight in cpu_layout.decode_weights(plain))
+    assert not any(cpu_layout.is_shared(weight) for weight, _ in cpu_layout.decode_weights(plain))
     assert optimized.get_input_embeddings().weight.is_contiguous()  # lookups keep their row-major table
 
 
@@ -105,7 +105,7 @@ def test_training_mode_restores_row_major_and_generate_lays_out_again():
     model.train()
     for name, weight in linear_weights(model).items():
         assert weight.is_contiguous() and torch.equal(weight, before[name]), name
-    assert not any(cpu_layout.is_shared(weight) for weight in cpu_layout.decode_weights(model))
+    assert not any(cpu_layout.is_shared(weight) for weight, _ in cpu_layout.decode_weights(model))
     model.eval()
     model.generate(*prompt(CASE), max_new_tokens=2, do_sample=False)
     assert all(is_column_major(weight) for weight in linear_weights(model).values() if wide(weight))

@@ -9,7 +9,7 @@ neither changes a value, a key or a parameter object:
   row-major and stay so.
 * **Huge pages.** The weights are copied into a few large buffers aligned to 2 MiB and advised as transparent
   huge pages (Linux, ``madvise`` mode), so streaming them costs ~500 times fewer TLB misses than 4 KiB pages
-  (~6% faster frames, measured). Elsewhere the advice is skipped; the buffers are ordinary memory.
+  (~4% faster frames, measured). Elsewhere the advice is skipped; the buffers are ordinary memory.
 
 Weights are moved one buffer (at most 64 MiB) at a time, so the layout adds no more memory than that. Views into
 the shared buffers are returned as ordinary tensors by ``state_dict`` (the model's state-dict hook), and
@@ -30,23 +30,18 @@ _BUFFER_BYTES = 64 << 20
 _MADV_HUGEPAGE = 14  # Linux
 
 
-def decode_weights(model: nn.Module) -> list[nn.Parameter]:
+def decode_weights(model: nn.Module) -> list[tuple[nn.Parameter, bool]]:
     """The 2-D weights of the model's plain ``nn.Linear`` and ``nn.Embedding`` modules, each once (the tied output
-    head is the embedding table). Quantized or LoRA linears are other types and are never touched."""
-    weights: dict[int, nn.Parameter] = {}
+    head is the embedding table), with whether a linear multiplies by it. Quantized or LoRA linears are other
+    types and are never touched."""
+    weights: dict[int, tuple[nn.Parameter, bool]] = {}
     for module in model.modules():
-        weight = module.weight if type(module) in (nn.Linear, nn.Embedding) else None
+        kind = type(module)
+        weight = module.weight if kind in (nn.Linear, nn.Embedding) else None
         if type(weight) is nn.Parameter and weight.dim() == 2:
-            weights.setdefault(id(weight), weight)
+            linear = kind is nn.Linear or weights.get(id(weight), (weight, False))[1]
+            weights[id(weight)] = weight, linear
     return list(weights.values())
-
-
-def _column_major_wanted(weight: torch.Tensor, linear_ids: set[int]) -> bool:
-    return id(weight) in linear_ids and weight.shape[0] >= weight.shape[1]
-
-
-def _strides(weight: torch.Tensor, column_major: bool) -> tuple[int, int]:
-    return (1, weight.shape[0]) if column_major else (weight.shape[1], 1)
 
 
 def is_column_major(weight: torch.Tensor) -> bool:
@@ -60,26 +55,29 @@ def is_shared(weight: torch.Tensor) -> bool:
 
 def lay_out_for_cpu_decoding(model: nn.Module) -> None:
     """Give the model's fp32 CPU weights the decoding layout above; a no-op when they already have it."""
-    linear_ids = {id(m.weight) for m in model.modules() if type(m) is nn.Linear}
-    weights = [w for w in decode_weights(model) if w.dtype == torch.float32 and w.device.type == "cpu"]
-    wanted = {id(w): _strides(w, _column_major_wanted(w, linear_ids)) for w in weights}
-    if all(w.stride() == wanted[id(w)] and is_shared(w) for w in weights):
+    weights, strides = [], {}
+    for weight, linear in decode_weights(model):
+        if weight.dtype == torch.float32 and weight.device.type == "cpu":
+            column_major = linear and weight.shape[0] >= weight.shape[1]
+            weights.append(weight)
+            strides[id(weight)] = (1, weight.shape[0]) if column_major else (weight.shape[1], 1)
+    if all(w.stride() == strides[id(w)] and is_shared(w) for w in weights):
         return
     group, size = [], 0
     for weight in weights:
         nbytes = _round_up(weight.numel() * weight.element_size(), _PAGE)
         if group and size + nbytes > _BUFFER_BYTES:
-            _move_into_buffer(group, size, wanted)
+            _move_into_buffer(group, size, strides)
             group, size = [], 0
         group.append(weight)
         size += nbytes
     if group:
-        _move_into_buffer(group, size, wanted)
+        _move_into_buffer(group, size, strides)
 
 
 def restore_row_major(model: nn.Module) -> None:
     """Every weight in its own row-major tensor again (any dtype: also a model cast after its layout was made)."""
-    for weight in decode_weights(model):
+    for weight, _ in decode_weights(model):
         if is_column_major(weight) or is_shared(weight):
             weight.data = weight.data.clone(memory_format=torch.contiguous_format)
 

@@ -75,8 +75,9 @@ class FishS2DecodeSession:
     Buffers (all ``[B, ...]`` and static while the shapes stay): ``slow_cache`` / ``fast_cache`` (KV caches),
     ``attention_mask`` ``[B, cache_length]`` (bool: True = prompt or generated slot, False = left padding),
     ``slot_index`` (``0 … cache_length-1``), ``slot`` (0-d cache slot of the next slow-AR input),
-    ``position_ids`` ``[B, 1]``, ``frame`` ``[B, 1 + num_codebooks]`` (the last frame), ``recent`` ``[B, window]`` (semantic tokens of the last decode frames), ``frame_index``
-    (0-d, frames made so far), ``lengths`` ``[B]`` (frames kept per row), ``finished`` ``[B]``, ``sequences``
+    ``position_ids`` ``[B, 1]``, ``frame`` ``[B, 1 + num_codebooks]`` (the last frame), ``recent``
+    ``[B, window]`` (semantic tokens of the last decode frames), ``frame_index`` (0-d, frames made so far),
+    ``lengths`` ``[B]`` (frames kept per row), ``finished`` ``[B]``, ``sequences``
     ``[B, num_codebooks, cache_length]`` (frame ``f`` in column ``f``), ``noise`` ``[B, noise_layout.width]``
     (only when sampling) and ``sampler`` (per-row sampling parameters).
     """

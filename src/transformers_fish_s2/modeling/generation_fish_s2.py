@@ -164,8 +164,8 @@ class FishS2GenerationMixin(GenerationMixin):
                 When generate raises, the streamer is ended too: ``fail(error)`` if it has one, else ``end()``.
             compile: run the frame step through ``torch.compile(fullgraph=True)``: inductor, with CUDA graphs on
                 CUDA and its C++ wrapper elsewhere, or the backend/mode/options of
-                ``generation_config.compile_config`` (a transformers ``CompileConfig``). The first call compiles; later calls in the same cache bucket reuse the graph,
-                whatever their sampling values.
+                ``generation_config.compile_config`` (a transformers ``CompileConfig``). The first call
+                compiles; later calls in the same cache bucket reuse the graph, whatever their sampling values.
             sample_noise_on_cpu: on an accelerator, draw the sampling noise from the CPU generator (so a
                 seeded run draws the same numbers as on CPU) and copy it over.
             stop_check_interval: frames between two checks whether every row has stopped. Each check waits for
